@@ -1,0 +1,1 @@
+"""The ``advisor`` command line (Typer). Commands are thin wrappers over package functions."""

@@ -1,0 +1,98 @@
+"""The ``advisor`` command: global options, sub-commands, and one place that turns errors into messages."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from advisor.cli import data as data_cli
+from advisor.cli.common import console, err_console, runtime
+from advisor.config import load_settings
+from advisor.errors import AdvisorError
+from advisor.runtime import Runtime
+
+app = typer.Typer(
+    name="advisor",
+    help="A personal robo-advisor whose forecaster learns your risk preferences (paper trading only).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data_cli.app, name="data")
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config: Path | None = typer.Option(None, "--config", help="TOML config file (default: $ADVISOR_CONFIG or ./advisor.toml)."),
+    db_url: str | None = typer.Option(None, "--db-url", help="SQLAlchemy database URL (overrides config and environment)."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Data directory (database, reports, charts)."),
+    model_dir: Path | None = typer.Option(None, "--model-dir", help="Where models and adapters are stored."),
+) -> None:
+    settings = load_settings(config, database_url=db_url, data_dir=data_dir, model_dir=model_dir)
+    ctx.obj = Runtime(settings)
+    ctx.call_on_close(ctx.obj.dispose)
+
+
+@app.command()
+def init(ctx: typer.Context) -> None:
+    """Create the database or migrate it to the latest schema."""
+    rt = runtime(ctx)
+    before, after = rt.init_database()
+    where = rt.settings.resolved_database_url
+    if before == after:
+        console.print(f"database {where} is up to date (revision {after})")
+    else:
+        console.print(f"database {where}: migrated {before or 'empty'} -> {after}")
+
+
+@app.command("config")
+def show_config(ctx: typer.Context) -> None:
+    """Print the effective settings (broker keys are never printed)."""
+    rt = runtime(ctx)
+    console.print_json(rt.settings.model_dump_json())
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    bundle: Path | None = typer.Option(None, help="Offline data bundle directory (stocknet format)."),
+    ticker: str = typer.Option("AAPL", help="Ticker for the example window."),
+    on: str = typer.Option("2015-06-05", "--date", help="Forecast date for the example window."),
+) -> None:
+    """End-to-end demo on the offline bundle: database, import, a point-in-time window."""
+    from advisor.cli.common import parse_date
+    from advisor.demo import DemoOptions, run_demo
+
+    rt = runtime(ctx)
+    bundle = bundle or rt.settings.bundle_dir
+    run_demo(rt, DemoOptions(bundle=bundle, ticker=ticker.upper(), on=parse_date(on, "--date")), console)
+
+
+def main() -> None:
+    """Console entry point: user errors become one readable line and exit status 2."""
+    try:
+        app(standalone_mode=False)
+    except AdvisorError as exc:
+        err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("aborted")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Market data: bundle import, providers, the point-in-time store, weekly windows and labels."""

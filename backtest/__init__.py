@@ -1,0 +1,1 @@
+"""Backtrader engine that replays stored views through the portfolio code the bot uses."""

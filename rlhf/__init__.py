@@ -1,0 +1,1 @@
+"""RLHF on personal risk preferences: profiles, feedback, reward model, DPO/KTO, model registry."""

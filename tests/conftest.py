@@ -1,0 +1,114 @@
+"""Shared fixtures.
+
+Every test runs in its own temporary working directory with no ``ADVISOR_*`` variables, so a developer's
+config never leaks in. Database tests that take ``db_url`` run against SQLite and, when
+``ADVISOR_TEST_POSTGRES_URL`` is set (CI starts a local server), against PostgreSQL too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from db.engine import make_engine, make_session_factory  # noqa: E402
+from db.migrate import upgrade  # noqa: E402
+from tests.helpers import make_bundle  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REAL_BUNDLE = (REPO_ROOT.parent / "shared" / "data" / "stocknet").resolve()
+POSTGRES_URL = os.environ.get("ADVISOR_TEST_POSTGRES_URL")
+REQUIRE_POSTGRES = os.environ.get("ADVISOR_REQUIRE_POSTGRES") == "1"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.startswith("ADVISOR_") and name not in ("ADVISOR_TEST_POSTGRES_URL", "ADVISOR_REQUIRE_POSTGRES"):
+            monkeypatch.delenv(name)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+
+
+def _postgres_params() -> list:
+    if POSTGRES_URL:
+        return [pytest.param("postgres", marks=pytest.mark.postgres)]
+    if REQUIRE_POSTGRES:
+        return [pytest.param("postgres", marks=pytest.mark.postgres)]
+    return [pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.skip(reason="ADVISOR_TEST_POSTGRES_URL not set (CI sets it)")])]
+
+
+@pytest.fixture(params=["sqlite", *_postgres_params()])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file, or a wiped PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    if not POSTGRES_URL:
+        pytest.fail("ADVISOR_REQUIRE_POSTGRES=1 but ADVISOR_TEST_POSTGRES_URL is not set")
+    engine = make_engine(POSTGRES_URL)
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    yield POSTGRES_URL
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = make_engine(db_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
+    """A migrated SQLite database only (for tests that do not need to run on both backends)."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'sqlite.db'}")
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def factory(engine: Engine) -> sessionmaker[Session]:
+    return make_session_factory(engine)
+
+
+@pytest.fixture
+def sqlite_factory(sqlite_engine: Engine) -> sessionmaker[Session]:
+    return make_session_factory(sqlite_engine)
+
+
+@pytest.fixture
+def synthetic_bundle(tmp_path: Path) -> Path:
+    return make_bundle(tmp_path / "bundle")
+
+
+@pytest.fixture(scope="session")
+def real_bundle() -> Path:
+    if not (REAL_BUNDLE / "prices.csv.gz").is_file():
+        pytest.skip(f"the offline data bundle is not at {REAL_BUNDLE}")
+    return REAL_BUNDLE
+
+
+@pytest.fixture(scope="session")
+def real_db(tmp_path_factory: pytest.TempPathFactory, real_bundle: Path) -> sessionmaker[Session]:
+    """The real bundle imported once into a SQLite file shared by read-only tests."""
+    from advisor.data.importer import import_bundle
+
+    path = tmp_path_factory.mktemp("realdb") / "real.db"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    factory = make_session_factory(engine)
+    import_bundle(factory, real_bundle, progress=False)
+    return factory
