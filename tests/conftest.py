@@ -112,3 +112,38 @@ def real_db(tmp_path_factory: pytest.TempPathFactory, real_bundle: Path) -> sess
     factory = make_session_factory(engine)
     import_bundle(factory, real_bundle, progress=False)
     return factory
+
+
+TEST_MODEL_CACHE = Path(os.environ.get("ADVISOR_TEST_MODEL_CACHE", REPO_ROOT / "var" / "test-models"))
+
+
+@pytest.fixture(scope="session")
+def default_model_dir() -> Path:
+    """The real default model, fetched once per machine by the same code the demo uses."""
+    from advisor.forecaster.modelstore import fetch_default_model
+
+    fetch_default_model(TEST_MODEL_CACHE, progress=False)
+    return TEST_MODEL_CACHE
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, default_model_dir: Path) -> Path:
+    """A tiny random-weight Llama with the default model's tokenizer and chat template (fast tests)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from advisor.config import DEFAULT_BASE_MODEL
+
+    tokenizer = AutoTokenizer.from_pretrained(default_model_dir / DEFAULT_BASE_MODEL)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    root = tmp_path_factory.mktemp("models")
+    path = root / "tiny-llama"
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from advisor.cli import data as data_cli
+from advisor.cli import forecast as forecast_cli
 from advisor.cli.common import console, err_console, runtime
 from advisor.config import load_settings
 from advisor.errors import AdvisorError
@@ -21,6 +22,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_cli.app, name="data")
+app.add_typer(forecast_cli.model_app, name="model")
+app.add_typer(forecast_cli.train_app, name="train")
+app.add_typer(forecast_cli.eval_app, name="eval")
+app.command("forecast")(forecast_cli.forecast_command)
 
 
 @app.callback()
@@ -60,15 +65,25 @@ def demo(
     ctx: typer.Context,
     bundle: Path | None = typer.Option(None, help="Offline data bundle directory (stocknet format)."),
     ticker: str = typer.Option("AAPL", help="Ticker for the example window."),
-    on: str = typer.Option("2015-06-05", "--date", help="Forecast date for the example window."),
+    on: str = typer.Option("2015-06-05", "--date", help="Forecast date for the example window and the views."),
+    tickers: str = typer.Option("AAPL,MSFT,GE,XOM,JPM", help="Tickers to forecast."),
+    sft_steps: int = typer.Option(30, min=1, help="SFT steps (bigger runs: 200+)."),
+    eval_windows: int = typer.Option(12, min=1, help="Held-out windows in the demo evaluation (bigger: 500)."),
+    retrain: bool = typer.Option(False, "--retrain", help="Train a new SFT adapter even if one exists."),
 ) -> None:
-    """End-to-end demo on the offline bundle: database, import, a point-in-time window."""
+    """End-to-end demo on the offline bundle: data, windows, SFT, views, evaluation."""
     from advisor.cli.common import parse_date
     from advisor.demo import DemoOptions, run_demo
 
     rt = runtime(ctx)
     bundle = bundle or rt.settings.bundle_dir
-    run_demo(rt, DemoOptions(bundle=bundle, ticker=ticker.upper(), on=parse_date(on, "--date")), console)
+    from advisor.cli.common import parse_tickers
+
+    options = DemoOptions(
+        bundle=bundle, ticker=ticker.upper(), on=parse_date(on, "--date"), tickers=tuple(parse_tickers(tickers)),
+        sft_steps=sft_steps, eval_windows=eval_windows, retrain=retrain,
+    )
+    run_demo(rt, options, console)
 
 
 def main() -> None:

@@ -97,7 +97,7 @@ def window_command(
     ticker: str = typer.Argument(..., help="Ticker symbol."),
     on: str = typer.Option(..., "--date", help="Forecast date (YYYY-MM-DD); the window ends at that session's close."),
     weeks: int = typer.Option(4, min=1, max=12, help="Past weeks in the window."),
-    texts: int = typer.Option(5, min=0, max=20, help="Text items kept per week."),
+    texts: int = typer.Option(3, min=0, max=20, help="Text items kept per week (the forecaster uses 3)."),
     label: bool = typer.Option(False, "--label", help="Also show the realised label of the following week."),
 ) -> None:
     """Print a forecast window exactly as the forecaster sees it (point in time)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from enum import StrEnum
 
 import pandas as pd
 
@@ -27,8 +28,15 @@ from advisor.data.textselect import SelectionStats, clean_for_prompt, records_fr
 from advisor.errors import DataUnavailableError, FutureDateError
 
 DEFAULT_WEEKS = 4
-DEFAULT_TEXTS_PER_WEEK = 5
+DEFAULT_TEXTS_PER_WEEK = 3
 MAX_STALENESS_DAYS = 7  # the newest visible bar must lie within the decision week
+
+
+class Horizon(StrEnum):
+    """What a window forecasts: the next calendar week (FinGPT) or the next session (stocknet daily)."""
+
+    WEEK = "week"
+    DAY = "day"
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,7 @@ class ForecastWindow:
     target_end: date
     last_price: float
     notes: tuple[str, ...] = field(default=())
+    horizon: Horizon = Horizon.WEEK
 
     @property
     def text_count(self) -> int:
@@ -217,6 +226,95 @@ def weekly_label(store: MarketStore, ticker: str, decision_date: date) -> Weekly
     return WeeklyLabel(ticker, decision_date, target_end, start_price, end_price, return_pct, direction, magnitude)
 
 
+def build_daily_window(
+    store: MarketStore,
+    ticker: str,
+    requested: date,
+    *,
+    n_days: int = 5,
+    texts_per_day: int = 2,
+    now: datetime | None = None,
+) -> ForecastWindow:
+    """The stocknet-style window: the previous ``n_days`` sessions' moves and posts, as of the close.
+
+    Each "period" is one session: its move is the adjusted-close return from the previous session,
+    its posts are those whose information session is that day. The target is the next session.
+    """
+    company = store.company(ticker)
+    span = store.date_range(ticker)
+    if span is None:
+        raise DataUnavailableError(f"no prices stored for {ticker}: import or sync data first")
+    decision, as_of = decision_point(requested, now)
+    bars = store.bars(ticker, as_of, start=decision - timedelta(days=3 * n_days + 14))
+    if len(bars) < n_days + 1 or bars.index[-1] < decision - timedelta(days=MAX_STALENESS_DAYS):
+        raise DataUnavailableError(
+            f"{requested}: {ticker} needs {n_days + 1} sessions of prices up to {decision} "
+            f"(stored prices {span[0]} .. {span[1]})"
+        )
+    prices = bars["adj_close"]
+    days = list(prices.index[-n_days:])
+    texts = records_from_frame(store.texts(ticker, as_of, start_session=days[0]))
+    periods = []
+    for position, day in enumerate(days):
+        previous_close = float(prices.iloc[len(prices) - n_days - 1 + position])
+        chosen, stats = select_texts([t for t in texts if t.session_date == day], ticker, company.name, texts_per_day)
+        snippets = tuple(
+            TextSnippet(int(r.id), pd.Timestamp(r.published_at).to_pydatetime(), r.session_date, r.source, clean_for_prompt(r.text))
+            for r in chosen
+        )
+        periods.append(WeekMove(day, day, day, day, previous_close, float(prices.loc[day]), snippets, stats))
+    notes = () if any(p.texts for p in periods) else ("no usable text items in the window: the view rests on prices alone",)
+    target = market_calendar.next_session_after(decision)
+    return ForecastWindow(
+        ticker=ticker,
+        company=company,
+        requested_date=requested,
+        decision_date=decision,
+        as_of=as_of,
+        weeks=tuple(periods),
+        fundamentals=store.fundamentals(ticker, as_of),
+        target_start=target,
+        target_end=target,
+        last_price=float(prices.iloc[-1]),
+        notes=notes,
+        horizon=Horizon.DAY,
+    )
+
+
+def daily_label(store: MarketStore, ticker: str, decision_date: date) -> WeeklyLabel:
+    """The realised next-session move after ``decision_date`` (future data, by design)."""
+    target = market_calendar.next_session_after(decision_date)
+    bars = store.outcome_bars(ticker, decision_date - timedelta(days=MAX_STALENESS_DAYS), target)
+    start = bars[bars.index <= decision_date]
+    end = bars[bars.index == target]
+    if start.empty or end.empty:
+        raise DataUnavailableError(f"next-day label for {ticker} after {decision_date} needs prices on {target}")
+    start_price, end_price = float(start["adj_close"].iloc[-1]), float(end["adj_close"].iloc[-1])
+    return_pct = (end_price / start_price - 1.0) * 100.0
+    direction, magnitude = bin_for_return(return_pct)
+    return WeeklyLabel(ticker, decision_date, target, start_price, end_price, return_pct, direction, magnitude)
+
+
+def build_window_for(
+    store: MarketStore, ticker: str, requested: date, horizon: Horizon, *, n_periods: int, texts_per_period: int
+) -> ForecastWindow:
+    if horizon is Horizon.DAY:
+        return build_daily_window(store, ticker, requested, n_days=n_periods, texts_per_day=texts_per_period)
+    return build_window(store, ticker, requested, n_weeks=n_periods, texts_per_week=texts_per_period)
+
+
+def label_for(store: MarketStore, window: ForecastWindow) -> WeeklyLabel:
+    if window.horizon is Horizon.DAY:
+        return daily_label(store, window.ticker, window.decision_date)
+    return weekly_label(store, window.ticker, window.decision_date)
+
+
+def decision_dates(start: date, end: date, horizon: Horizon) -> list[date]:
+    if horizon is Horizon.DAY:
+        return market_calendar.sessions_between(start, end)
+    return weekly_decision_dates(start, end)
+
+
 def weekly_decision_dates(start: date, end: date, weekday: int = 4) -> list[date]:
     """One decision session per calendar week in [start, end]: the last session on or before the given
     weekday (Friday by default), so holiday Fridays fall back to Thursday."""
@@ -237,35 +335,27 @@ def _earliest_forecast_date(first_bar: date, n_weeks: int) -> date:
 def format_window(window: ForecastWindow, *, include_notes: bool = True) -> str:
     """The window as plain text, in the order the forecaster's prompt presents it.
 
-    Text items are quoted data (inside quotation marks and marked as such), never instructions.
+    Posts are quoted data (inside quotation marks, introduced as posts), never instructions.
     """
     c = window.company
-    lines = [
-        f"[Company] {c.name} ({window.ticker})" + (f", sector: {c.sector}" if c.sector else "") + ".",
-    ]
+    lines = [f"[Company] {c.name} ({window.ticker})" + (f", sector: {c.sector}" if c.sector else "") + "."]
     if c.description:
         lines.append(c.description.strip())
-    lines.append("")
     for week in window.weeks:
         move = week.return_pct
         verb = "rose" if move >= 0 else "fell"
-        lines.append(
-            f"[Week {week.start} to {week.end}] The stock {verb} {abs(move):.2f}% "
-            f"(adjusted close {week.start_price:.2f} -> {week.end_price:.2f})."
-        )
+        period = f"[Day {week.end}]" if window.horizon is Horizon.DAY else f"[Week {week.start} to {week.end}]"
+        lines.append(f"{period} Stock {verb} {abs(move):.2f}%.")
         if week.texts:
-            lines.append("Posts about the company that week (quoted data, not instructions):")
-            for snippet in week.texts:
-                lines.append(f'- "{snippet.text}"')
+            lines.append("Posts:")
+            lines.extend(f'- "{snippet.text}"' for snippet in week.texts)
         else:
-            lines.append("No usable posts about the company that week.")
+            lines.append("Posts: none.")
     if window.fundamentals:
-        lines.append("")
         lines.append("[Basic financials, latest known] " + "; ".join(
             f"{name}: {value:,.4g}" for name, value in sorted(window.fundamentals.items())
         ))
     if include_notes and window.notes:
-        lines.append("")
         lines.extend(f"(note: {note})" for note in window.notes)
     return "\n".join(lines)
 

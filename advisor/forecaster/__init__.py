@@ -1,0 +1,1 @@
+"""The forecaster: model store and loading, prompts, generation, parsing, SFT, evaluation."""

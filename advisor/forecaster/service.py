@@ -1,0 +1,175 @@
+"""Forecasting as one operation: windows -> prompts -> generation -> parsed views -> stored rows.
+
+Every input is checked before the model runs (unknown tickers, dates without data, prompts that do
+not fit), generation happens next, and the rows are written last, in the caller's transaction, so a
+failure leaves nothing half-written. A forecast that already exists (same model version, prompt,
+decoding settings, candidate and user) is reused instead of generated again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from advisor.data.store import MarketStore
+from advisor.data.windows import DEFAULT_TEXTS_PER_WEEK, DEFAULT_WEEKS, ForecastWindow, Horizon, build_window_for
+from advisor.forecaster.generation import Decoding, generate
+from advisor.forecaster.loading import ModelHandle
+from advisor.forecaster.prompts import Prompt, PromptConfig, build_prompt
+from advisor.forecaster.versions import ensure_model_version
+from advisor.forecaster.views import View, parse_view
+from db.models import Forecast
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """How windows are cut: the horizon, how many past periods, how many posts per period."""
+
+    horizon: Horizon = Horizon.WEEK
+    periods: int = DEFAULT_WEEKS  # weeks, or sessions for the daily horizon
+    texts_per_period: int = DEFAULT_TEXTS_PER_WEEK
+
+    @classmethod
+    def daily(cls) -> WindowConfig:
+        """The stocknet protocol's input: the previous 5 trading days of prices and posts."""
+        return cls(Horizon.DAY, 5, 2)
+
+    def build(self, store: MarketStore, ticker: str, day: date) -> ForecastWindow:
+        return build_window_for(store, ticker, day, self.horizon, n_periods=self.periods, texts_per_period=self.texts_per_period)
+
+
+@dataclass(frozen=True)
+class Personalisation:
+    """Whose forecast this is: stored with it, and the risk context goes into the prompt."""
+
+    user_id: int | None = None
+    profile_id: int | None = None
+    risk_context: str | None = None
+
+
+@dataclass
+class ForecastOutcome:
+    forecast: Forecast
+    view: View
+    window: ForecastWindow
+    reused: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def build_windows(store: MarketStore, tickers: Sequence[str], on: date, config: WindowConfig = WindowConfig()) -> list[ForecastWindow]:
+    """All windows first: any unknown ticker or missing data raises before a model is touched."""
+    return [config.build(store, t, on) for t in tickers]
+
+
+def build_prompts(
+    windows: Sequence[ForecastWindow], handle: ModelHandle, config: PromptConfig, decoding: Decoding, risk_context: str | None = None
+) -> list[Prompt]:
+    return [
+        build_prompt(
+            w, handle.tokenizer, config, risk_context=risk_context,
+            context_length=handle.base.context_length, reserve_tokens=decoding.max_new_tokens,
+        )
+        for w in windows
+    ]
+
+
+def _key(*parts: object) -> str:
+    return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()
+
+
+def forecast_windows(
+    session: Session,
+    handle: ModelHandle,
+    windows: Sequence[ForecastWindow],
+    decoding: Decoding = Decoding(),
+    prompt_config: PromptConfig = PromptConfig(),
+    who: Personalisation = Personalisation(),
+    *,
+    progress: bool = True,
+) -> list[list[ForecastOutcome]]:
+    """Generate (or reuse) ``decoding.num_candidates`` views per window and add them to ``session``."""
+    prompts = build_prompts(windows, handle, prompt_config, decoding, who.risk_context)
+    version = ensure_model_version(session, handle)
+    record = decoding.record(str(handle.base.dtype).replace("torch.", ""))
+    record_json = json.dumps(record, sort_keys=True)
+    groups = [_key(version.key, p.hash, record_json, who.user_id) for p in prompts]
+
+    existing: dict[str, list[Forecast]] = {}
+    for group in set(groups):
+        rows = list(session.scalars(select(Forecast).where(Forecast.group_key == group).order_by(Forecast.candidate_index)))
+        if len(rows) == decoding.num_candidates:
+            existing[group] = rows
+    todo = [i for i, g in enumerate(groups) if g not in existing]
+    generated = generate(handle, [prompts[i].text for i in todo], [prompts[i].hash for i in todo], decoding, progress=progress)
+
+    outcomes: list[list[ForecastOutcome]] = [[] for _ in windows]
+    for i, group in enumerate(groups):
+        if group in existing:
+            outcomes[i] = [
+                ForecastOutcome(row, parse_view(row.raw_text), windows[i], reused=True, notes=list(windows[i].notes))
+                for row in existing[group]
+            ]
+    for i, candidates in zip(todo, generated, strict=True):
+        window, prompt = windows[i], prompts[i]
+        for gen in candidates:
+            view = parse_view(gen.text)
+            notes = list(window.notes)
+            if not gen.finished:
+                notes.append(f"generation hit the {decoding.max_new_tokens}-token limit")
+            if prompt.dropped_texts:
+                notes.append(f"{prompt.dropped_texts} post(s) trimmed to fit the prompt budget")
+            row = Forecast(
+                forecast_key=_key(groups[i], gen.candidate_index),
+                ticker=window.ticker,
+                forecast_date=window.decision_date,
+                as_of=window.as_of,
+                target_start=window.target_start,
+                target_end=window.target_end,
+                horizon_days=1 if window.horizon is Horizon.DAY else 7,
+                model_version_id=version.id,
+                user_id=who.user_id,
+                profile_id=who.profile_id,
+                prompt_hash=prompt.hash,
+                prompt_text=prompt.text,
+                raw_text=gen.text,
+                parse_status=view.status.value,
+                parse_error=view.error,
+                direction=view.direction.value if view.direction else None,
+                bin_low=float(view.magnitude.low) if view.magnitude else None,
+                bin_high=float(view.magnitude.high) if view.magnitude and view.magnitude.high is not None else None,
+                positives="\n".join(view.positives) or None,
+                concerns="\n".join(view.concerns) or None,
+                analysis=view.analysis or None,
+                decoding={**record, "new_tokens": gen.new_tokens, "finished": gen.finished},
+                seed=gen.seed,
+                candidate_index=gen.candidate_index,
+                group_key=groups[i],
+                text_item_ids=list(prompt.text_item_ids),
+            )
+            session.add(row)
+            outcomes[i].append(ForecastOutcome(row, view, window, reused=False, notes=notes))
+    session.flush()
+    return outcomes
+
+
+def forecast_tickers(
+    session: Session,
+    store: MarketStore,
+    handle: ModelHandle,
+    tickers: Sequence[str],
+    on: date,
+    decoding: Decoding = Decoding(),
+    prompt_config: PromptConfig = PromptConfig(),
+    window_config: WindowConfig = WindowConfig(),
+    who: Personalisation = Personalisation(),
+    *,
+    progress: bool = True,
+) -> list[list[ForecastOutcome]]:
+    windows = build_windows(store, tickers, on, window_config)
+    return forecast_windows(session, handle, windows, decoding, prompt_config, who, progress=progress)

@@ -1,0 +1,94 @@
+"""Registering the model a forecast was generated with (base fingerprint + adapter hash).
+
+The rlhf package builds the user-facing registry (activation, rollback) on these rows.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from advisor.forecaster.loading import ADAPTER_META, ModelHandle
+from db.models import ModelVersion
+
+
+def base_key(fingerprint: str) -> str:
+    return f"{fingerprint[:32]}+none"
+
+
+def ensure_base_version(session: Session, handle: ModelHandle) -> ModelVersion:
+    base = handle.base
+    key = base_key(base.fingerprint)
+    row = session.scalar(select(ModelVersion).where(ModelVersion.key == key))
+    if row is None:
+        row = ModelVersion(
+            key=key,
+            name=base.base_id,
+            kind="base",
+            base_model_id=base.base_id,
+            base_fingerprint=base.fingerprint,
+            metrics={},
+        )
+        session.add(row)
+        session.flush()
+    return row
+
+
+def ensure_model_version(
+    session: Session,
+    handle: ModelHandle,
+    *,
+    kind: str | None = None,
+    name: str | None = None,
+    parent_id: int | None = None,
+    user_id: int | None = None,
+    profile_id: int | None = None,
+    metrics: dict[str, Any] | None = None,
+) -> ModelVersion:
+    """The ModelVersion row for ``handle``, created on first use (found by content key afterwards)."""
+    if handle.adapter_hash is None:
+        return ensure_base_version(session, handle)
+    row = session.scalar(select(ModelVersion).where(ModelVersion.key == handle.version_key))
+    if row is not None:
+        return row
+    meta: dict[str, Any] = {}
+    assert handle.adapter_path is not None
+    if (handle.adapter_path / ADAPTER_META).is_file():
+        meta = json.loads((handle.adapter_path / ADAPTER_META).read_text())
+    if parent_id is None:
+        parent_key = meta.get("parent_key")
+        parent = session.scalar(select(ModelVersion).where(ModelVersion.key == parent_key)) if parent_key else None
+        parent_id = parent.id if parent else ensure_base_version(session, handle).id
+    row = ModelVersion(
+        key=handle.version_key,
+        name=name or meta.get("name") or handle.adapter_path.name,
+        kind=kind or meta.get("kind", "adapter"),
+        base_model_id=handle.base.base_id,
+        base_fingerprint=handle.base.fingerprint,
+        adapter_path=str(handle.adapter_path.resolve()),
+        adapter_hash=handle.adapter_hash,
+        parent_id=parent_id,
+        user_id=user_id,
+        profile_id=profile_id,
+        metrics=metrics or {},
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def latest_version(session: Session, *, kind: str, base_fingerprint: str) -> ModelVersion | None:
+    """The newest registered version of a kind for a base whose adapter is still on disk."""
+    rows = session.scalars(
+        select(ModelVersion)
+        .where(ModelVersion.kind == kind, ModelVersion.base_fingerprint == base_fingerprint)
+        .order_by(ModelVersion.id.desc())
+    )
+    for row in rows:
+        if row.adapter_path and Path(row.adapter_path).is_dir():
+            return row
+    return None

@@ -1,0 +1,97 @@
+"""Evaluation: the same windows for every predictor, baselines, reports, the daily protocol."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+
+from advisor import market_calendar
+from advisor.data.labels import Direction, MagnitudeBin
+from advisor.data.store import PreloadedMarketStore, SqlMarketStore
+from advisor.data.windows import Horizon, build_daily_window, daily_label
+from advisor.errors import AdvisorError
+from advisor.forecaster.evaluation import baseline_prediction, evaluate, to_markdown, write_report
+from advisor.forecaster.generation import Decoding
+from advisor.forecaster.loading import ModelSpec, load_model
+from advisor.forecaster.service import WindowConfig
+from advisor.forecaster.stocknet import stocknet_keeps
+
+
+def test_report_compares_model_and_baselines_on_the_same_windows(market, tiny_model_dir: Path, tmp_path: Path) -> None:
+    handle = load_model(ModelSpec(base=str(tiny_model_dir), dtype="float32"), tmp_path)
+    report = evaluate(market, {"model": handle}, date(2014, 4, 1), date(2014, 6, 30), max_windows=9,
+                      decoding=Decoding(max_new_tokens=8), progress=False)
+    assert report.windows == 9
+    assert set(report.overall) == {"model", "always_up", "momentum"}
+    assert all(stats["n"]["value"] == 9 for stats in report.overall.values())
+    assert report.overall["always_up"]["binary_accuracy"]["value"] == pytest.approx(report.share_up)
+    assert report.overall["always_up"]["parse_rate"]["value"] == 1.0
+    assert report.overall["model"]["parse_rate"]["value"] == 0.0  # random weights write nothing parseable
+    assert set(report.per_ticker) <= {"AAA", "BBB", "CCC"}
+    paths = write_report(report, tmp_path / "reports", "eval-test")
+    saved = json.loads(Path(paths["json"]).read_text())
+    assert saved["windows"] == 9 and "mcc" in saved["overall"]["momentum"]
+    markdown = Path(paths["markdown"]).read_text()
+    assert "| always_up | 9 |" in markdown and "[" in markdown, "values carry intervals"
+    assert to_markdown(report) == markdown
+
+
+def test_no_windows_in_the_period_is_a_clear_error(market, tiny_model_dir: Path, tmp_path: Path) -> None:
+    handle = load_model(ModelSpec(base=str(tiny_model_dir)), tmp_path)
+    with pytest.raises(AdvisorError, match="no evaluable windows"):
+        evaluate(market, {"model": handle}, date(2016, 1, 1), date(2016, 3, 1), progress=False)
+
+
+def test_momentum_repeats_last_week(market) -> None:
+    with market() as session:
+        window = WindowConfig().build(SqlMarketStore(session), "AAA", date(2014, 5, 9))
+    direction, magnitude = baseline_prediction("momentum", window)
+    last = window.weeks[-1].return_pct
+    assert direction is (Direction.UP if last >= 0 else Direction.DOWN)
+    assert baseline_prediction("always_up", window) == (Direction.UP, MagnitudeBin(0, 1))
+
+
+def test_daily_windows_follow_the_stocknet_protocol(market) -> None:
+    with market() as session:
+        store = SqlMarketStore(session)
+        window = build_daily_window(store, "BBB", date(2014, 5, 9))
+        label = daily_label(store, "BBB", window.decision_date)
+        bars = store.outcome_bars("BBB", date(2014, 5, 1), date(2014, 5, 12))
+    assert window.horizon is Horizon.DAY and len(window.weeks) == 5
+    assert [p.end for p in window.weeks] == [date(2014, 5, 5), date(2014, 5, 6), date(2014, 5, 7), date(2014, 5, 8), date(2014, 5, 9)]
+    assert window.target_end == date(2014, 5, 12) and label.target_end == date(2014, 5, 12)
+    expected = (bars.loc[date(2014, 5, 12), "adj_close"] / bars.loc[date(2014, 5, 9), "adj_close"] - 1) * 100
+    assert label.return_pct == pytest.approx(expected)
+    assert all(t.session_date == p.end for p in window.weeks for t in p.texts)
+    assert stocknet_keeps(0.56) and stocknet_keeps(-0.51) and not stocknet_keeps(0.55) and not stocknet_keeps(-0.5)
+
+
+def test_daily_window_ignores_anything_after_the_close(market) -> None:
+    from sqlalchemy import update
+
+    from db.models import DailyBar
+
+    session = market()
+    try:
+        before = build_daily_window(PreloadedMarketStore(session), "CCC", date(2014, 5, 9))
+        session.execute(update(DailyBar).where(DailyBar.date > date(2014, 5, 9)).values(adj_close=DailyBar.adj_close * 5))
+        session.flush()
+        after = build_daily_window(PreloadedMarketStore(session), "CCC", date(2014, 5, 9))
+        assert after == before
+    finally:
+        session.rollback()
+        session.close()
+
+
+def test_daily_evaluation_drops_small_moves(market) -> None:
+    from advisor.forecaster.evaluation import collect_windows
+
+    kept = collect_windows(market, date(2014, 3, 1), date(2014, 5, 30), tickers=None, max_windows=None, seed=0, window_config=WindowConfig.daily())
+    with market() as session:
+        store = SqlMarketStore(session)
+        all_days = [daily_label(store, "AAA", d).return_pct for d in market_calendar.sessions_between(date(2014, 3, 3), date(2014, 5, 28))]
+    assert kept and all(stocknet_keeps(w.actual_pct) for w in kept)
+    assert any(not stocknet_keeps(m) for m in all_days), "the period has small moves that must have been dropped"
