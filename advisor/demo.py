@@ -6,9 +6,10 @@ second run finds the data already imported and says so).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -17,6 +18,7 @@ from advisor.data.queries import store_summary
 from advisor.data.store import SqlMarketStore
 from advisor.data.windows import build_window, format_window, weekly_label
 from advisor.errors import AdvisorError
+from advisor.plugins import plugins
 from advisor.runtime import Runtime
 
 DEMO_TICKER = "AAPL"
@@ -37,6 +39,25 @@ class DemoOptions:
     sft_steps: int = 30
     eval_windows: int = 12
     retrain: bool = False
+    rlhf_train_prompts: int = 12
+    rlhf_eval_prompts: int = 8
+    rlhf_steps: int = 8
+
+
+@dataclass
+class DemoContext:
+    """What plugin demo steps (backtest, rlhf, trading) receive."""
+
+    rt: Runtime
+    options: DemoOptions
+    console: Console
+    handle: Any
+    results: dict[str, Any] = field(default_factory=dict)
+    step: int = 7
+
+    def heading(self, text: str) -> None:
+        self.step += 1
+        _heading(self.console, f"{self.step}. {text}")
 
 
 def run_demo(rt: Runtime, options: DemoOptions, console: Console) -> None:
@@ -48,6 +69,10 @@ def run_demo(rt: Runtime, options: DemoOptions, console: Console) -> None:
     handle = step_sft(rt, options, console)
     step_forecast(rt, options, handle, console)
     step_evaluate(rt, options, handle, console)
+    context = DemoContext(rt, options, console, handle)
+    for plugin in plugins():
+        if hasattr(plugin, "demo_step"):
+            plugin.demo_step(context)
 
 
 def _heading(console: Console, text: str) -> None:

@@ -257,6 +257,7 @@ class Forecast(Base):
     profile_id: Mapped[int | None] = mapped_column(ForeignKey("risk_profiles.id"))
     prompt_hash: Mapped[str] = mapped_column(String(64), index=True)
     prompt_text: Mapped[str] = mapped_column(Text)
+    prompt_messages: Mapped[list[Any] | None] = mapped_column(JSON, doc="The chat messages before templating (for TRL datasets).")
     raw_text: Mapped[str] = mapped_column(Text)
     parse_status: Mapped[str] = mapped_column(String(16))
     parse_error: Mapped[str | None] = mapped_column(Text)

@@ -13,6 +13,7 @@ from advisor.cli import forecast as forecast_cli
 from advisor.cli.common import console, err_console, runtime
 from advisor.config import load_settings
 from advisor.errors import AdvisorError
+from advisor.plugins import plugins
 from advisor.runtime import Runtime
 
 app = typer.Typer(
@@ -26,6 +27,9 @@ app.add_typer(forecast_cli.model_app, name="model")
 app.add_typer(forecast_cli.train_app, name="train")
 app.add_typer(forecast_cli.eval_app, name="eval")
 app.command("forecast")(forecast_cli.forecast_command)
+for _plugin in plugins():
+    if hasattr(_plugin, "register_cli"):
+        _plugin.register_cli(app)
 
 
 @app.callback()

@@ -47,17 +47,24 @@ def list_versions(ctx: typer.Context) -> None:
     console.print(table)
 
 
-def resolve_handle(rt: Runtime, model: str | None, adapter: Path | None, base_only: bool, quantize: str):
-    """The model a command should use: explicit adapter, else the newest SFT adapter, else the base."""
+def resolve_handle(
+    rt: Runtime, model: str | None, adapter: Path | None, base_only: bool, quantize: str, kind: str = "sft", user_id: int | None = None
+):
+    """The model a command should use: an explicit adapter; else the user's active version; else the newest
+    adapter of ``kind``; else the base."""
     from advisor.forecaster.loading import ModelSpec, load_model
-    from advisor.forecaster.versions import latest_version
+    from advisor.forecaster.versions import latest_version, serving_version
 
     model_dir = rt.settings.resolved_model_dir
     spec = ModelSpec(base=model or rt.settings.base_model, adapter=adapter, quantization=quantize)  # type: ignore[arg-type]
     handle = load_model(spec, model_dir)
     if adapter is None and not base_only:
         with rt.session() as session:
-            latest = latest_version(session, kind="sft", base_fingerprint=handle.base.fingerprint)
+            latest = (
+                serving_version(session, user_id, handle.base.fingerprint)
+                if user_id is not None
+                else latest_version(session, kind=kind, base_fingerprint=handle.base.fingerprint)
+            )
             path = Path(latest.adapter_path) if latest and latest.adapter_path else None
         if path is not None:
             return load_model(ModelSpec(base=spec.base, adapter=path, quantization=spec.quantization), model_dir)
@@ -78,6 +85,7 @@ def forecast_command(
     seed: int = typer.Option(0, help="Seed for sampled candidates."),
     max_new_tokens: int = typer.Option(256, min=16, max=2048, help="Generation limit per view."),
     temperature: float = typer.Option(0.9, help="Sampling temperature (with --samples > 1)."),
+    user: str | None = typer.Option(None, help="Forecast for this user: their active adapter, stored as theirs."),
 ) -> None:
     """Write a weekly view per ticker with the forecaster, print it and store it."""
     from advisor.data.store import SqlMarketStore
@@ -90,12 +98,35 @@ def forecast_command(
         mode="greedy" if samples == 1 else "sample", num_candidates=samples, seed=seed,
         max_new_tokens=max_new_tokens, temperature=temperature,
     )
-    handle = resolve_handle(rt, model, adapter, base_only, quantize)
+    from advisor.forecaster.service import Personalisation
+
+    who = Personalisation()
+    if user is not None:
+        who = user_personalisation(rt, user)
+    handle = resolve_handle(rt, model, adapter, base_only, quantize, user_id=who.user_id)
     with rt.session() as session:
-        outcomes = forecast_tickers(session, SqlMarketStore(session), handle, parse_tickers(tickers), parse_date(on, "--date"), decoding)
+        outcomes = forecast_tickers(
+            session, SqlMarketStore(session), handle, parse_tickers(tickers), parse_date(on, "--date"), decoding, who=who
+        )
         for group in outcomes:
             for outcome in group:
                 print_outcome(outcome, handle.version_key)
+
+
+def user_personalisation(rt: Runtime, name: str):  # type: ignore[no-untyped-def]
+    """The stored user and their current profile version (created by the questionnaire)."""
+    from sqlalchemy import select
+
+    from advisor.errors import AdvisorError
+    from advisor.forecaster.service import Personalisation
+    from db.models import RiskProfile, User
+
+    with rt.session() as session:
+        row = session.scalar(select(User).where(User.name == name))
+        if row is None:
+            raise AdvisorError(f"no user named '{name}': answer the risk questionnaire first (advisor profile set --user {name})")
+        profile = session.scalar(select(RiskProfile).where(RiskProfile.user_id == row.id).order_by(RiskProfile.version.desc()))
+        return Personalisation(user_id=row.id, profile_id=profile.id if profile else None)
 
 
 def print_outcome(outcome, version_key: str) -> None:  # type: ignore[no-untyped-def]
@@ -126,10 +157,12 @@ def train_sft_command(
     tickers: str | None = typer.Option(None, help="Restrict to these tickers (default: all)."),
     check_prompts: int = typer.Option(16, min=0, help="Held-out prompts generated after training to measure the parse rate."),
     model: str | None = typer.Option(None, help="Base model id or path (default: settings)."),
+    daily: bool = typer.Option(False, "--daily", help="Train for the stocknet daily movement task instead of weekly views."),
     seed: int = typer.Option(0),
 ) -> None:
     """Fine-tune a LoRA adapter on historical windows of the training period (TRL SFTTrainer)."""
     from advisor.forecaster.sentiment import find_tfns, load_scorer
+    from advisor.forecaster.service import WindowConfig
     from advisor.forecaster.sft import SFTOptions, train_sft
 
     rt = runtime(ctx)
@@ -140,6 +173,7 @@ def train_sft_command(
         tickers=tuple(parse_tickers(tickers)) if tickers else None,
         max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate, lora_r=lora_r,
         check_prompts=check_prompts, seed=seed,
+        window=WindowConfig.daily() if daily else WindowConfig(),
     )
     scorer = load_scorer(find_tfns(rt.settings.bundle_dir))
     result = train_sft(rt.session_factory, rt.settings.resolved_model_dir, options, scorer, console=console)
@@ -179,7 +213,7 @@ def eval_forecasts_command(
 
     rt = runtime(ctx)
     ensure_database(rt)
-    handle = resolve_handle(rt, model, adapter, False, "none")
+    handle = resolve_handle(rt, model, adapter, False, "none", kind="sft-daily" if daily else "sft")
     models = {"model": handle}
     if not no_base and handle.adapter_hash is not None:
         models["base_model"] = load_model(ModelSpec(base=model or rt.settings.base_model), rt.settings.resolved_model_dir)

@@ -1,9 +1,11 @@
 """Batched generation with recorded decoding settings and seeds.
 
 Greedy decoding batches prompts together (left padding, sorted by length so little is padded).
-Sampling draws K candidates per prompt in one call seeded by ``seed`` and the prompt hash, so a
-prompt's candidates are reproducible from what is stored (seed, decoding settings, model version),
-whatever else was generated in the same run.
+Sampling draws K candidates per prompt seeded by ``seed`` and the prompt hash, so by default
+(``sample_batch=1``) a prompt's candidates are reproducible from what is stored (seed, decoding
+settings, model version) whatever else was generated in the same run. ``sample_batch=n`` samples n
+prompts per call for speed; the seed then derives from the batch's prompt hashes, which are recorded
+with each candidate, so the batch can be replayed.
 """
 
 from __future__ import annotations
@@ -27,14 +29,15 @@ class Decoding:
     num_candidates: int = 1
     seed: int = 0
     batch_size: int = 8
+    sample_batch: int = 1  # prompts sampled together (see module docstring)
 
     def __post_init__(self) -> None:
         if self.mode not in ("greedy", "sample"):
             raise ConfigError(f"decoding mode must be greedy or sample, not {self.mode!r}")
         if self.mode == "greedy" and self.num_candidates != 1:
             raise ConfigError("greedy decoding gives one candidate per prompt; use sampling for several")
-        if self.num_candidates < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
-            raise ConfigError("num_candidates, max_new_tokens and batch_size must be at least 1")
+        if self.num_candidates < 1 or self.max_new_tokens < 1 or self.batch_size < 1 or self.sample_batch < 1:
+            raise ConfigError("num_candidates, max_new_tokens, batch_size and sample_batch must be at least 1")
         if self.mode == "sample" and not (0 < self.temperature <= 5 and 0 < self.top_p <= 1):
             raise ConfigError("sampling needs 0 < temperature <= 5 and 0 < top_p <= 1")
 
@@ -45,6 +48,7 @@ class Decoding:
         if self.mode == "greedy":
             settings.pop("temperature")
             settings.pop("top_p")
+            settings.pop("sample_batch")
         settings["dtype"] = dtype
         return settings
 
@@ -56,6 +60,7 @@ class Generation:
     candidate_index: int
     new_tokens: int
     finished: bool  # ended with the end-of-turn token rather than the token limit
+    batch_prompts: tuple[str, ...] = ()  # prompt hashes sampled in the same call (sample_batch > 1)
 
 
 def prompt_seed(seed: int, prompt_hash: str) -> int:
@@ -89,11 +94,17 @@ def generate(
                     results[i] = [Generation(text, decoding.seed, 0, n_tokens, finished)]
                 bar.update(len(batch))
         else:
-            for i, text in enumerate(prompt_texts):
-                seed = prompt_seed(decoding.seed, prompt_hashes[i])
-                outputs = _generate_batch(handle, [text], decoding, decoding.num_candidates, seed=seed)
-                results[i] = [Generation(t, seed, k, n, f) for k, (t, n, f) in enumerate(outputs)]
-                bar.update(1)
+            order = sorted(range(len(prompt_texts)), key=lambda i: (-lengths[i], prompt_hashes[i]))
+            for start in range(0, len(order), decoding.sample_batch):
+                batch = order[start : start + decoding.sample_batch]
+                hashes = tuple(prompt_hashes[i] for i in batch)
+                seed = prompt_seed(decoding.seed, hashes[0] if len(hashes) == 1 else "|".join(hashes))
+                outputs = _generate_batch(handle, [prompt_texts[i] for i in batch], decoding, decoding.num_candidates, seed=seed)
+                k = decoding.num_candidates
+                for position, i in enumerate(batch):
+                    rows = outputs[position * k : (position + 1) * k]
+                    results[i] = [Generation(t, seed, c, n, f, hashes if len(hashes) > 1 else ()) for c, (t, n, f) in enumerate(rows)]
+                bar.update(len(batch))
     return results
 
 

@@ -137,6 +137,7 @@ def forecast_windows(
                 profile_id=who.profile_id,
                 prompt_hash=prompt.hash,
                 prompt_text=prompt.text,
+                prompt_messages=[dict(m) for m in prompt.messages],
                 raw_text=gen.text,
                 parse_status=view.status.value,
                 parse_error=view.error,
@@ -146,7 +147,8 @@ def forecast_windows(
                 positives="\n".join(view.positives) or None,
                 concerns="\n".join(view.concerns) or None,
                 analysis=view.analysis or None,
-                decoding={**record, "new_tokens": gen.new_tokens, "finished": gen.finished},
+                decoding={**record, "new_tokens": gen.new_tokens, "finished": gen.finished}
+                | ({"batch_prompts": list(gen.batch_prompts)} if gen.batch_prompts else {}),
                 seed=gen.seed,
                 candidate_index=gen.candidate_index,
                 group_key=groups[i],
@@ -173,3 +175,41 @@ def forecast_tickers(
 ) -> list[list[ForecastOutcome]]:
     windows = build_windows(store, tickers, on, window_config)
     return forecast_windows(session, handle, windows, decoding, prompt_config, who, progress=progress)
+
+
+def generate_missing_views(
+    session: Session,
+    store: MarketStore,
+    handle: ModelHandle,
+    tickers: Sequence[str],
+    decisions: Sequence[date],
+    decoding: Decoding = Decoding(),
+    prompt_config: PromptConfig = PromptConfig(),
+    window_config: WindowConfig = WindowConfig(),
+    who: Personalisation = Personalisation(),
+    *,
+    progress: bool = True,
+) -> tuple[int, list[str]]:
+    """Forecast every (ticker, decision) that has no view from this model yet; returns (generated, skipped).
+
+    Pairs without enough data are skipped and reported rather than failing the whole batch.
+    """
+    from advisor.errors import DataUnavailableError
+    from advisor.forecaster.versions import ensure_model_version
+
+    version = ensure_model_version(session, handle)
+    query = select(Forecast.ticker, Forecast.forecast_date).where(Forecast.model_version_id == version.id)
+    query = query.where(Forecast.user_id.is_(None) if who.user_id is None else Forecast.user_id == who.user_id)
+    have = set(session.execute(query).all())
+    windows, skipped = [], []
+    for day in decisions:
+        for ticker in tickers:
+            if (ticker, day) in have:
+                continue
+            try:
+                windows.append(window_config.build(store, ticker, day))
+            except DataUnavailableError as exc:
+                skipped.append(f"{ticker} {day}: {exc}")
+    if windows:
+        forecast_windows(session, handle, windows, decoding, prompt_config, who, progress=progress)
+    return len(windows), skipped

@@ -15,6 +15,7 @@ import hashlib
 import json
 import resource
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -64,6 +65,10 @@ class SFTOptions:
     window: WindowConfig = field(default_factory=WindowConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
 
+    def version_kind(self) -> str:
+        """Weekly view adapters are ``sft``; stocknet daily-movement adapters ``sft-daily``."""
+        return "sft-daily" if self.window.horizon is Horizon.DAY else "sft"
+
     def example_budget(self) -> int:
         return self.max_examples or self.max_steps * self.batch_size
 
@@ -76,7 +81,7 @@ class SFTResult:
     metrics: dict[str, Any]
 
 
-def _order_key(seed: int, ticker: str, day: date) -> str:
+def order_key(seed: int, ticker: str, day: date) -> str:
     return hashlib.sha256(f"{seed}|{ticker}|{day}".encode()).hexdigest()
 
 
@@ -98,7 +103,7 @@ def candidate_pairs(
         for day in decision_dates(max(start, span[0]), min(end, span[1]), horizon):
             if label_end(day, horizon) <= end:
                 pairs.append((ticker, day))
-    return sorted(pairs, key=lambda p: _order_key(seed, *p))
+    return sorted(pairs, key=lambda p: order_key(seed, *p))
 
 
 def labelled_windows(
@@ -203,7 +208,8 @@ def _train(
 
     precision = Precision.auto()
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
-    out_dir = model_dir / "adapters" / f"sft-run{run_id}"
+    # Run ids are per database; the suffix keeps databases that share a model directory apart.
+    out_dir = model_dir / "adapters" / f"{options.version_kind()}-run{run_id}-{uuid.uuid4().hex[:8]}"
     config = SFTConfig(
         output_dir=str(out_dir / "trainer"),
         use_cpu=precision.use_cpu,
@@ -235,11 +241,12 @@ def _train(
     trainer.model.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
     base_fp = fingerprint(base_path, cache_dir=model_dir)
+    kind = options.version_kind()
     write_adapter_meta(
         out_dir,
         base_model=options.base_model,
         base_fingerprint=base_fp,
-        extra={"kind": "sft", "name": f"sft-run{run_id}", "parent_key": base_key(base_fp), "training_run_id": run_id},
+        extra={"kind": kind, "name": f"{kind}-run{run_id}", "parent_key": base_key(base_fp), "training_run_id": run_id},
     )
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     metrics: dict[str, Any] = {
@@ -258,7 +265,7 @@ def _train(
     if options.check_prompts:
         metrics.update(_held_out_parse_check(factory, handle, options))
     with session_scope(factory) as session:
-        version = ensure_model_version(session, handle, kind="sft", name=f"sft-run{run_id}", metrics=metrics)
+        version = ensure_model_version(session, handle, kind=kind, name=f"{kind}-run{run_id}", metrics=metrics)
         run = session.get(TrainingRun, run_id)
         assert run is not None
         run.status, run.finished_at = "succeeded", utcnow()

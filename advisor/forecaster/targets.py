@@ -16,7 +16,7 @@ separately, on later weeks, against baselines (:mod:`advisor.forecaster.evaluati
 
 from __future__ import annotations
 
-from advisor.data.windows import ForecastWindow, WeeklyLabel
+from advisor.data.windows import ForecastWindow, Horizon, WeeklyLabel
 from advisor.forecaster.sentiment import SentimentScorer
 from advisor.forecaster.views import render_view
 
@@ -35,12 +35,14 @@ def factors(window: ForecastWindow, scorer: SentimentScorer) -> tuple[list[str],
     """Positive and negative facts from the window, most recent first."""
     positives: list[str] = []
     concerns: list[str] = []
+    daily = window.horizon is Horizon.DAY
     for week in reversed(window.weeks):
         move = week.return_pct
+        when = f"on {week.end}" if daily else f"in the week to {week.end}"
         if move >= MOVE_THRESHOLD_PCT:
-            positives.append(f"The stock rose {move:.1f}% in the week to {week.end}.")
+            positives.append(f"The stock rose {move:.1f}% {when}.")
         elif move <= -MOVE_THRESHOLD_PCT:
-            concerns.append(f"The stock fell {abs(move):.1f}% in the week to {week.end}.")
+            concerns.append(f"The stock fell {abs(move):.1f}% {when}.")
         for snippet in reversed(week.texts):
             tone = scorer.score(snippet.text)
             if tone > 0:
@@ -58,7 +60,7 @@ def trend_pct(window: ForecastWindow) -> float:
 def sft_target(window: ForecastWindow, label: WeeklyLabel, scorer: SentimentScorer) -> str:
     positives, concerns = factors(window, scorer)
     trend = trend_pct(window)
-    weeks = len(window.weeks)
+    span = f"{len(window.weeks)} {'days' if window.horizon is Horizon.DAY else 'weeks'}"
     rise = label.direction.sign > 0
     if positives and concerns:
         balance = (
@@ -74,7 +76,7 @@ def sft_target(window: ForecastWindow, label: WeeklyLabel, scorer: SentimentScor
         balance = "There is little news either way"
     verb = "rise" if rise else "fall"
     magnitude = label.magnitude.text
-    analysis = f"{balance}; the stock moved {trend:+.1f}% over {weeks} weeks, so I expect it to {verb} by {magnitude}."
+    analysis = f"{balance}; the stock moved {trend:+.1f}% over {span}, so I expect it to {verb} by {magnitude}."
     if not positives:
         positives = ["No clearly positive news in the posts."]
     if not concerns:

@@ -92,3 +92,20 @@ def latest_version(session: Session, *, kind: str, base_fingerprint: str) -> Mod
         if row.adapter_path and Path(row.adapter_path).is_dir():
             return row
     return None
+
+
+def active_version_id(session: Session, user_id: int) -> int | None:
+    """The user's active model version (newest activation), if they ever activated one."""
+    from db.models import ModelActivation
+
+    row = session.scalar(select(ModelActivation).where(ModelActivation.user_id == user_id).order_by(ModelActivation.id.desc()))
+    return row.model_version_id if row else None
+
+
+def serving_version(session: Session, user_id: int | None, base_fingerprint: str) -> ModelVersion | None:
+    """The version that writes a user's views: their active one, else the newest shared SFT adapter."""
+    if user_id is not None:
+        active = active_version_id(session, user_id)
+        if active is not None:
+            return session.get(ModelVersion, active)
+    return latest_version(session, kind="sft", base_fingerprint=base_fingerprint)
