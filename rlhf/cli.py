@@ -1,0 +1,279 @@
+"""CLI for profiles, feedback, the tuning loop and a user's model versions (an advisor plugin)."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+DEMO_ORDER = 200
+DEMO_TRAIN = (date(2014, 10, 1), date(2015, 3, 27))
+DEMO_EVAL = (date(2015, 4, 1), date(2015, 5, 29))
+
+profile_app = typer.Typer(help="Risk profile: the questionnaire and its versions.", no_args_is_help=True)
+feedback_app = typer.Typer(help="Tell the advisor which views you prefer.", no_args_is_help=True)
+rlhf_app = typer.Typer(help="Tune a user's adapter on their preferences (reward model + DPO/KTO).", no_args_is_help=True)
+
+
+def _answers(text: str) -> dict[str, str]:
+    from advisor.errors import InputValidationError
+
+    pairs = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        if "=" not in item:
+            raise InputValidationError(f"answers look like horizon=2,goal=1,...; got '{item}'", field="answers")
+        key, value = item.split("=", 1)
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+@profile_app.command("questions")
+def questions() -> None:
+    """The questionnaire, with the option numbers to answer with."""
+    from advisor.cli.common import console
+    from rlhf.profiles import QUESTIONS
+
+    for q in QUESTIONS:
+        console.print(f"[bold]{q.key}[/bold]: {q.text}")
+        for i, option in enumerate(q.options):
+            console.print(f"   {i} = {option}")
+
+
+@profile_app.command("set")
+def set_profile(
+    ctx: typer.Context,
+    user: str = typer.Option(..., help="User name (created on first use)."),
+    answers: str | None = typer.Option(None, help="horizon=2,goal=1,... (see 'advisor profile questions'); asked interactively if omitted."),
+    archetype: str | None = typer.Option(None, help="Answer like a conservative, moderate or aggressive investor."),
+) -> None:
+    """Answer the questionnaire; stores a new profile version when the answers changed."""
+    from advisor.cli.common import console, ensure_database, runtime
+    from advisor.errors import AdvisorError
+    from rlhf.profiles import ARCHETYPES, QUESTIONS, save_profile, score_answers
+
+    rt = runtime(ctx)
+    ensure_database(rt)
+    if archetype:
+        if archetype not in ARCHETYPES:
+            raise AdvisorError(f"unknown archetype '{archetype}' (choose {', '.join(ARCHETYPES)})")
+        given: dict[str, Any] = dict(ARCHETYPES[archetype])
+    elif answers:
+        given = _answers(answers)
+    else:
+        given = {}
+        for q in QUESTIONS:
+            console.print(f"[bold]{q.text}[/bold]")
+            for i, option in enumerate(q.options):
+                console.print(f"   {i} = {option}")
+            given[q.key] = typer.prompt("your answer", type=int)
+    with rt.session() as session:
+        profile, created = save_profile(session, user, given)
+        console.print(("saved" if created else "unchanged:") + f" {user}'s profile version {profile.version} — {score_answers(given).describe()}")
+
+
+@profile_app.command("show")
+def show_profile(ctx: typer.Context, user: str = typer.Option(...)) -> None:
+    """The user's current profile and its history."""
+    from advisor.cli.common import console, ensure_database, runtime
+    from rlhf.profiles import get_user, profile_history
+
+    rt = runtime(ctx)
+    ensure_database(rt)
+    table = Table("version", "label", "score", "risk aversion", "max weight", "max gross", "shorts", "target vol", "cash buffer", "created")
+    with rt.session() as session:
+        for p in profile_history(session, get_user(session, user)):
+            table.add_row(str(p.version), p.label, f"{p.score:.2f}", f"{p.risk_aversion:.1f}", f"{p.max_weight:.0%}", f"{p.max_gross:.0%}",
+                          "yes" if p.allow_shorts else "no", f"{p.target_vol or 0:.0%}", f"{p.cash_buffer:.0%}", f"{p.created_at:%Y-%m-%d %H:%M}")
+    console.print(table)
+
+
+@feedback_app.command("choose")
+def choose(
+    ctx: typer.Context,
+    user: str = typer.Option(...),
+    a: int = typer.Option(..., "--a", help="Forecast id of view A."),
+    b: int = typer.Option(..., "--b", help="Forecast id of view B."),
+    choice: str = typer.Option(..., help="a, b or both_bad."),
+    comment: str | None = typer.Option(None),
+) -> None:
+    """Record which of two views of the same prompt you prefer."""
+    from advisor.cli.common import console, ensure_database, runtime
+    from rlhf.preferences import record_choice
+    from rlhf.profiles import get_user, require_profile
+
+    rt = runtime(ctx)
+    ensure_database(rt)
+    with rt.session() as session:
+        user_row = get_user(session, user)
+        preference = record_choice(session, user_row, require_profile(session, user_row), a, b, choice, comment)
+        console.print(f"stored preference {preference.id}")
+
+
+@feedback_app.command("rate")
+def rate(
+    ctx: typer.Context,
+    user: str = typer.Option(...),
+    forecast: int = typer.Option(..., help="Forecast id."),
+    up: bool = typer.Option(..., "--up/--down", help="Thumbs up or down."),
+    comment: str | None = typer.Option(None),
+) -> None:
+    """Thumbs up or down on one view."""
+    from advisor.cli.common import console, ensure_database, runtime
+    from rlhf.preferences import record_rating
+    from rlhf.profiles import get_user, require_profile
+
+    rt = runtime(ctx)
+    ensure_database(rt)
+    with rt.session() as session:
+        user_row = get_user(session, user)
+        preference = record_rating(session, user_row, require_profile(session, user_row), forecast, 1 if up else -1, comment)
+        console.print(f"stored rating {preference.id}")
+
+
+@feedback_app.command("summary")
+def summary(ctx: typer.Context, user: str = typer.Option(...)) -> None:
+    """How much feedback a user has given, by source and kind."""
+    from advisor.cli.common import console, ensure_database, runtime
+    from rlhf.preferences import feedback_counts
+    from rlhf.profiles import get_user
+
+    rt = runtime(ctx)
+    ensure_database(rt)
+    with rt.session() as session:
+        console.print(feedback_counts(session, get_user(session, user)) or "no feedback yet")
+
+
+@rlhf_app.command("run")
+def run_command(
+    ctx: typer.Context,
+    user: str = typer.Option(...),
+    train_start: str = typer.Option("2014-06-01"),
+    train_end: str = typer.Option("2015-03-27"),
+    eval_start: str = typer.Option("2015-04-01"),
+    eval_end: str = typer.Option("2015-06-30"),
+    tickers: str | None = typer.Option(None, help="Restrict to these tickers (default: all)."),
+    train_prompts: int = typer.Option(24, min=1),
+    eval_prompts: int = typer.Option(12, min=1),
+    candidates: int = typer.Option(2, min=2, max=8),
+    dpo_steps: int = typer.Option(10, min=1),
+    rm_steps: int = typer.Option(10, min=1),
+    simulate_user: bool = typer.Option(False, "--simulate-user", help="Add a simulated user's A/B choices (labelled as simulated)."),
+    force: bool = typer.Option(False, "--force", help="Activate the tuned adapter even if it does not beat its parent."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Candidates -> labels -> reward model + DPO -> held-out evaluation -> register (and activate if better)."""
+    from advisor.cli.common import console, ensure_database, parse_date, parse_tickers, runtime
+    from rlhf.loop import LoopOptions, run_loop
+
+    rt = runtime(ctx)
+    ensure_database(rt)
+    options = LoopOptions(
+        train_period=(parse_date(train_start, "--train-start"), parse_date(train_end, "--train-end")),
+        eval_period=(parse_date(eval_start, "--eval-start"), parse_date(eval_end, "--eval-end")),
+        tickers=tuple(parse_tickers(tickers)) if tickers else None, train_prompts=train_prompts, eval_prompts=eval_prompts,
+        candidates=candidates, dpo_steps=dpo_steps, rm_steps=rm_steps, simulate_user=simulate_user, force_activate=force, seed=seed,
+    )
+    result = run_loop(rt.session_factory, rt.settings.resolved_model_dir, rt.settings.base_model, user, options, rt.settings.data_dir, console)
+    print_loop(result, console)
+
+
+def print_loop(result: Any, console: Any) -> None:
+    console.print(result.report.markdown(), markup=False, highlight=False, soft_wrap=True)
+    state = "activated" if result.activated else "registered, not activated"
+    console.print(
+        f"{result.user}: {result.method.upper()} adapter version {result.tuned_version_id} (parent {result.parent_version_id}) {state}; "
+        f"report {result.report_paths.get('markdown')}"
+    )
+
+
+@rlhf_app.command("export")
+def export(ctx: typer.Context, user: str = typer.Option(...), out: Path = typer.Option(..., help="Directory for the JSONL files."),
+           split_date: str | None = typer.Option(None, help="Evaluation = weeks on or after this date (default: last 25% of weeks).")) -> None:
+    """Export the user's preferences as TRL datasets (DPO/reward pairs, KTO thumbs), split by time."""
+    from advisor.cli.common import console, ensure_database, parse_date, runtime
+    from rlhf.datasets import pair_examples, rating_examples, time_split
+    from rlhf.profiles import get_user
+    from rlhf.train_pref import write_rows
+
+    rt = runtime(ctx)
+    ensure_database(rt)
+    cut = parse_date(split_date, "--split-date") if split_date else None
+    with rt.session() as session:
+        user_row = get_user(session, user)
+        pairs = time_split(pair_examples(session, user_row), split_date=cut)
+        ratings = time_split(rating_examples(session, user_row), split_date=cut or pairs.split_date)
+    for name, rows in (("pairs-train", pairs.train), ("pairs-eval", pairs.eval), ("kto-train", ratings.train), ("kto-eval", ratings.eval)):
+        write_rows(rows, out / f"{name}.jsonl")
+    console.print(f"wrote {len(pairs.train)}/{len(pairs.eval)} pairs and {len(ratings.train)}/{len(ratings.eval)} thumbs (train/eval, split {pairs.split_date}) to {out}")
+
+
+def register_cli(app: typer.Typer) -> None:
+    from advisor.cli.forecast import model_app
+
+    app.add_typer(profile_app, name="profile")
+    app.add_typer(feedback_app, name="feedback")
+    app.add_typer(rlhf_app, name="rlhf")
+
+    @model_app.command("activate")
+    def activate_command(ctx: typer.Context, user: str = typer.Option(...), version: int = typer.Option(..., help="Model version id.")) -> None:
+        """Make a model version the one that writes this user's views."""
+        from advisor.cli.common import console, ensure_database, runtime
+        from rlhf.profiles import get_user
+        from rlhf.registry import activate
+
+        rt = runtime(ctx)
+        ensure_database(rt)
+        with rt.session() as session:
+            activate(session, get_user(session, user), version, "activated by the user")
+        console.print(f"{user} now uses model version {version}")
+
+    @model_app.command("rollback")
+    def rollback_command(ctx: typer.Context, user: str = typer.Option(...)) -> None:
+        """Go back to the version that was active before the current one."""
+        from advisor.cli.common import console, ensure_database, runtime
+        from rlhf.profiles import get_user
+        from rlhf.registry import rollback
+
+        rt = runtime(ctx)
+        ensure_database(rt)
+        with rt.session() as session:
+            version = rollback(session, get_user(session, user))
+            console.print(f"{user} rolled back to model version {version.id} ({version.name})")
+
+
+def demo_step(context: Any) -> None:
+    """Two simulated users with opposite profiles tune their own adapters; compare what they got."""
+    from rlhf.loop import LoopOptions, run_loop
+    from rlhf.profiles import ARCHETYPES, save_profile
+
+    rt, console = context.rt, context.console
+    context.heading("Personal tuning: two simulated users with opposite risk profiles")
+    options = context.options
+    results = {}
+    for name, archetype in (("demo-cautious", "conservative"), ("demo-bold", "aggressive")):
+        with rt.session() as session:
+            profile, _ = save_profile(session, name, ARCHETYPES[archetype], simulated=True)
+            console.print(f"{name}: {archetype} questionnaire -> profile v{profile.version} ({profile.label}, risk aversion {profile.risk_aversion:.1f})")
+        loop = LoopOptions(
+            train_period=DEMO_TRAIN, eval_period=DEMO_EVAL, tickers=tuple(options.tickers),
+            train_prompts=options.rlhf_train_prompts, eval_prompts=options.rlhf_eval_prompts, candidates=2,
+            dpo_steps=options.rlhf_steps, rm_steps=options.rlhf_steps, simulate_user=True,
+        )
+        results[name] = run_loop(rt.session_factory, rt.settings.resolved_model_dir, rt.settings.base_model, name, loop, rt.settings.data_dir, console)
+        print_loop(results[name], console)
+    table = Table("user", "profile", "method", "train pairs", "held-out utility tuned", "parent", "pref. acc. tuned", "parent", "activated")
+    for name, r in results.items():
+        u, pa = r.report.utility, r.report.preference_accuracy
+
+        def fmt(stat: Any, pct: bool = False) -> str:
+            if not stat or stat.get("value") is None:
+                return "—"
+            return f"{100 * stat['value']:.0f}%" if pct else f"{stat['value']:.5f}"
+
+        table.add_row(name, r.report.profile, r.method, str(r.counts["train_pairs"]), fmt(u.get("tuned")), fmt(u.get("parent")),
+                      fmt(pa.get("tuned"), True), fmt(pa.get("parent"), True), "yes" if r.activated else "no")
+    console.print(table)
+    context.results["rlhf"] = results

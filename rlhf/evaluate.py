@@ -1,0 +1,170 @@
+"""Does the tuned adapter serve its user better than its parent? Measured on held-out weeks only.
+
+One report, each figure with a 95% bootstrap interval where it is an average over windows or pairs:
+  * **preference accuracy** on held-out pairs: the share of pairs where the model gives the chosen
+    view a higher log-likelihood than the rejected one (tuned vs parent);
+  * **reward-model win rate**: on held-out prompts, how often the reward model scores the tuned
+    model's greedy view above the parent's (ties count half);
+  * **mean realised utility** of following each model's greedy view under the user's profile
+    (:func:`rlhf.preferences.view_utility`), and the paired difference tuned - parent;
+  * **binary accuracy and MCC** of the greedy views (the forecaster's metrics);
+  * a **backtest** of each model's views with the user's profile over the held-out period.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from advisor.data.store import MarketStore
+from advisor.data.windows import ForecastWindow, weekly_label
+from advisor.errors import DataUnavailableError
+from advisor.forecaster.loading import ModelHandle
+from advisor.forecaster.metrics import Scored, summarize
+from advisor.forecaster.views import parse_view
+from advisor.portfolio import trailing_daily_volatility
+from db.models import Forecast, RiskProfile
+from rlhf.preferences import view_utility
+from rlhf.profiles import risk_params
+from rlhf.reward import RewardScorer
+
+BOOTSTRAP = 1000
+
+
+def mean_ci(values: list[float], seed: int = 0) -> dict[str, float | None]:
+    if not values:
+        return {"value": None, "low": None, "high": None, "n": 0}
+    data = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    boot = data[rng.integers(0, len(data), size=(BOOTSTRAP, len(data)))].mean(axis=1)
+    return {"value": float(data.mean()), "low": float(np.percentile(boot, 2.5)), "high": float(np.percentile(boot, 97.5)), "n": len(data)}
+
+
+def completion_logprob(handle: ModelHandle, prompt: list[dict[str, str]] | str, completion: str) -> float:
+    """Sum of log-probabilities of the completion tokens given the prompt (with the handle's adapter)."""
+    import torch
+
+    tokenizer = handle.tokenizer
+    prompt_text = prompt if isinstance(prompt, str) else tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    full = prompt_text + completion + "<|im_end|>"
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(full, add_special_tokens=False, return_tensors="pt")["input_ids"].to(handle.base.device)
+    with handle.activate() as model, torch.inference_mode():
+        logits = model(input_ids=ids).logits.float()
+    logprobs = torch.log_softmax(logits[0, :-1], dim=-1)
+    targets = ids[0, 1:]
+    start = len(prompt_ids) - 1
+    return float(logprobs[start:].gather(1, targets[start:, None]).sum())
+
+
+def preference_accuracy(handle: ModelHandle, rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    wins = [
+        1.0 if completion_logprob(handle, r["prompt"], r["chosen"][0]["content"]) > completion_logprob(handle, r["prompt"], r["rejected"][0]["content"]) else 0.0
+        for r in rows
+    ]
+    return mean_ci(wins)
+
+
+@dataclass
+class ComparisonReport:
+    user: str
+    profile: str
+    period: tuple[date, date]
+    models: dict[str, int]
+    preference_accuracy: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    reward_win_rate: dict[str, float | None] | None = None
+    utility: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    forecast_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    backtest: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def tuned_beats_parent(self) -> bool:
+        diff = self.utility.get("difference", {}).get("value")
+        return diff is not None and diff > 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "user": self.user, "profile": self.profile, "period": [str(self.period[0]), str(self.period[1])], "models": self.models,
+            "preference_accuracy": self.preference_accuracy, "reward_win_rate": self.reward_win_rate, "utility": self.utility,
+            "forecast_metrics": self.forecast_metrics, "backtest": self.backtest, "notes": self.notes,
+        }
+
+    def markdown(self) -> str:
+        def ci(stat: dict[str, Any] | None, pct: bool = False, digits: int = 5) -> str:
+            if not stat or stat.get("value") is None:
+                return "—"
+            fmt = (lambda v: f"{100 * v:.1f}%") if pct else (lambda v: f"{v:.{digits}f}")
+            low, high = stat.get("low"), stat.get("high")
+            return fmt(stat["value"]) + (f" [{fmt(low)}, {fmt(high)}]" if low is not None else "")
+
+        lines = [
+            f"# Tuned vs parent for {self.user} ({self.profile})", "",
+            f"Held-out weeks {self.period[0]} .. {self.period[1]}; model versions: "
+            + ", ".join(f"{k} = {v}" for k, v in self.models.items()), "",
+            "| measure | tuned | parent |", "|---|---|---|",
+            f"| preference accuracy (held-out pairs) | {ci(self.preference_accuracy.get('tuned'), True)} | {ci(self.preference_accuracy.get('parent'), True)} |",
+            f"| mean realised utility per view | {ci(self.utility.get('tuned'))} | {ci(self.utility.get('parent'))} |",
+        ]
+        for key in ("binary_accuracy", "mcc", "parse_rate"):
+            t = self.forecast_metrics.get("tuned", {}).get(key)
+            p = self.forecast_metrics.get("parent", {}).get(key)
+            lines.append(f"| {key} | {ci(t, key != 'mcc', 3)} | {ci(p, key != 'mcc', 3)} |")
+        for key in ("total_return", "sharpe", "max_drawdown"):
+            t = self.backtest.get("tuned", {}).get(key)
+            p = self.backtest.get("parent", {}).get(key)
+            lines.append(f"| backtest {key} | {'—' if t is None else f'{t:.4f}'} | {'—' if p is None else f'{p:.4f}'} |")
+        lines += [
+            "", f"Utility difference tuned - parent (paired): {ci(self.utility.get('difference'))}",
+            f"Reward-model win rate of tuned over parent: {ci(self.reward_win_rate, True)}", "",
+        ]
+        lines += [f"- {n}" for n in self.notes]
+        return "\n".join(lines) + "\n"
+
+
+def realised_utilities(
+    store: MarketStore, profile: RiskProfile, windows: list[ForecastWindow], views: list[Forecast]
+) -> tuple[list[float], list[Scored]]:
+    params = risk_params(profile)
+    utilities, scored = [], []
+    for window, row in zip(windows, views, strict=True):
+        try:
+            label = weekly_label(store, window.ticker, window.decision_date)
+        except DataUnavailableError:
+            continue
+        closes = store.bars(window.ticker, window.as_of, start=window.decision_date - timedelta(days=120))["adj_close"]
+        vol = trailing_daily_volatility(closes) if len(closes) else None
+        view = parse_view(row.raw_text)
+        utilities.append(view_utility(view.expected_return_pct, label.return_pct, vol, params).utility)
+        scored.append(Scored(window.ticker, window.decision_date, label.return_pct, view.direction, view.magnitude))
+    return utilities, scored
+
+
+def compare(
+    session: Session, store: MarketStore, profile: RiskProfile, windows: list[ForecastWindow],
+    tuned_views: list[Forecast], parent_views: list[Forecast], eval_pairs: list[dict[str, Any]],
+    tuned: ModelHandle, parent: ModelHandle, reward: RewardScorer | None, report: ComparisonReport,
+) -> ComparisonReport:
+    if eval_pairs:
+        report.preference_accuracy = {"tuned": preference_accuracy(tuned, eval_pairs), "parent": preference_accuracy(parent, eval_pairs)}
+    else:
+        report.notes.append("no held-out preference pairs: preference accuracy not measured")
+    tuned_u, tuned_scored = realised_utilities(store, profile, windows, tuned_views)
+    parent_u, parent_scored = realised_utilities(store, profile, windows, parent_views)
+    report.utility = {
+        "tuned": mean_ci(tuned_u), "parent": mean_ci(parent_u),
+        "difference": mean_ci([a - b for a, b in zip(tuned_u, parent_u, strict=True)]),
+    }
+    report.forecast_metrics = {"tuned": summarize(tuned_scored), "parent": summarize(parent_scored)}
+    if reward is not None:
+        wins = []
+        for t_row, p_row in zip(tuned_views, parent_views, strict=True):
+            prompt = t_row.prompt_messages or t_row.prompt_text
+            ts, ps = reward.score(prompt, t_row.raw_text), reward.score(prompt, p_row.raw_text)
+            wins.append(1.0 if ts > ps else 0.5 if ts == ps else 0.0)
+        report.reward_win_rate = mean_ci(wins)
+    return report

@@ -1,0 +1,303 @@
+"""``advisor rlhf run --user U``: the personal tuning loop as one operation.
+
+1. **Candidates.** The user's current model (their active adapter, else the shared SFT adapter) samples
+   K views for each training window and each held-out window. Candidates are shared forecasts (no
+   user), so a second user with the same parent reuses them instead of generating again.
+2. **Labels.** Outcome-grounded pairs under the user's profile (weeks that are over), plus the
+   simulated user's A/B choices when asked (demo, tests), plus any human feedback already stored.
+3. **Data.** Pairs (and thumbs for KTO) are exported in TRL format and split by time at the start of
+   the held-out period.
+4. **Training.** A reward model (TRL RewardTrainer, LoRA, score head) and DPO from the parent adapter
+   (KTO when there are thumbs but too few pairs). Each run is recorded; adapters are registered as
+   model versions with their parent, user and profile version.
+5. **Evaluation** on the held-out weeks (:mod:`rlhf.evaluate`), written as JSON and Markdown.
+6. **Activation** only when the tuned adapter's mean realised utility beats the parent's (or when
+   forced). Any failure leaves the user's active version unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from advisor.data.store import PreloadedMarketStore
+from advisor.data.windows import ForecastWindow, label_for, weekly_decision_dates
+from advisor.errors import AdvisorError, DataUnavailableError
+from advisor.forecaster.generation import Decoding
+from advisor.forecaster.loading import ModelSpec, load_model, write_adapter_meta
+from advisor.forecaster.modelstore import adapter_hash
+from advisor.forecaster.prompts import PromptConfig
+from advisor.forecaster.service import Personalisation, WindowConfig, forecast_windows
+from advisor.forecaster.sft import order_key, labelled_windows
+from advisor.forecaster.versions import ensure_model_version
+from advisor.portfolio import RiskParams
+from db.engine import session_scope
+from db.models import Forecast, ModelVersion, TrainingRun
+from db.types import utcnow
+from rlhf.datasets import pair_examples, rating_examples, time_split
+from rlhf.evaluate import ComparisonReport, compare
+from rlhf.preferences import DEFAULT_MARGIN, candidate_groups, label_outcomes, simulate_feedback
+from rlhf.profiles import get_user, require_profile, risk_params
+from rlhf.registry import activate, handle_for
+from rlhf.reward import MIN_PAIRS, RewardOptions, RewardScorer, train_reward_model
+from rlhf.train_pref import MIN_DPO_PAIRS, MIN_KTO_EXAMPLES, PreferenceSpec, write_rows
+from rlhf.train_pref import run as train_preferences
+
+
+class TooFewPreferencesError(AdvisorError):
+    """Not enough preference data to train on."""
+
+
+@dataclass(frozen=True)
+class LoopOptions:
+    train_period: tuple[date, date]
+    eval_period: tuple[date, date]
+    tickers: tuple[str, ...] | None = None
+    train_prompts: int = 24
+    eval_prompts: int = 12
+    candidates: int = 2
+    temperature: float = 1.0
+    margin: float = DEFAULT_MARGIN
+    simulate_user: bool = False
+    rm_steps: int = 10
+    dpo_steps: int = 10
+    learning_rate: float = 2e-4
+    beta: float = 0.1
+    max_new_tokens: int = 256
+    force_activate: bool = False
+    seed: int = 0
+
+
+@dataclass
+class LoopResult:
+    user: str
+    profile_version: int
+    parent_version_id: int
+    tuned_version_id: int
+    reward_version_id: int | None
+    method: str
+    activated: bool
+    report: ComparisonReport
+    counts: dict[str, int] = field(default_factory=dict)
+    report_paths: dict[str, str] = field(default_factory=dict)
+    training_runs: list[int] = field(default_factory=list)
+
+
+def _eval_grid(store: PreloadedMarketStore, tickers: list[str], start: date, end: date, limit: int, seed: int) -> list[ForecastWindow]:
+    """Held-out windows as a grid (a few names x every week) so the backtest has a view each week."""
+    weeks = [d for d in weekly_decision_dates(start, end)]
+    ranked = sorted(tickers, key=lambda t: order_key(seed, t, start))
+    windows: list[ForecastWindow] = []
+    for ticker in ranked:
+        if len(windows) >= limit:
+            break
+        row = []
+        for day in weeks:
+            try:
+                window = WindowConfig().build(store, ticker, day)
+                label_for(store, window)
+                row.append(window)
+            except DataUnavailableError:
+                continue
+        windows.extend(row[: max(0, limit - len(windows))])
+    return windows
+
+
+def run_loop(
+    factory: sessionmaker[Session], model_dir: Path, base_model: str, user_name: str, options: LoopOptions, data_dir: Path,
+    console: Console | None = None,
+) -> LoopResult:
+    console = console or Console(quiet=True)
+    train_start, train_end = options.train_period
+    eval_start, eval_end = options.eval_period
+    if not train_start < train_end < eval_start <= eval_end:
+        raise AdvisorError("periods must be ordered: training weeks end before the held-out weeks start")
+    with factory() as session:
+        user = get_user(session, user_name)
+        profile = require_profile(session, user)
+        parent, parent_version = handle_for(session, user, base_model, model_dir)
+        if parent_version is None or parent.adapter_hash is None:
+            raise AdvisorError("there is no fine-tuned adapter to start from: run 'advisor train sft' first")
+        user_id, profile_id, profile_version, parent_id = user.id, profile.id, profile.version, parent_version.id
+        parent_key = parent_version.key
+        params = risk_params(profile)
+        store = PreloadedMarketStore(session)
+        tickers = list(options.tickers) if options.tickers else store.tickers()
+        train_windows = [w for w, _ in labelled_windows(store, tickers, train_start, train_end, WindowConfig(), options.seed, options.train_prompts)]
+        eval_windows = _eval_grid(store, tickers, eval_start, eval_end, options.eval_prompts, options.seed)
+    if not train_windows or not eval_windows:
+        raise AdvisorError(f"no usable windows in {train_start} .. {train_end} or {eval_start} .. {eval_end}")
+    console.print(f"[1/5] {options.candidates} candidates for {len(train_windows)} training and {len(eval_windows)} held-out windows (parent: version {parent_id})")
+    sampling = Decoding(mode="sample", num_candidates=options.candidates, temperature=options.temperature,
+                        max_new_tokens=options.max_new_tokens, seed=options.seed, sample_batch=4)
+    with session_scope(factory) as session:
+        outcomes = forecast_windows(session, parent, train_windows + eval_windows, sampling, PromptConfig())
+        candidate_ids = [o.forecast.id for group in outcomes for o in group]
+
+    console.print("[2/5] labelling: outcome-grounded pairs" + (" and simulated A/B choices" if options.simulate_user else ""))
+    with session_scope(factory) as session:
+        user = get_user(session, user_name)
+        profile = require_profile(session, user)
+        rows = list(session.scalars(select(Forecast).where(Forecast.id.in_(candidate_ids))))
+        groups = candidate_groups(rows)
+        store = PreloadedMarketStore(session)
+        outcome_pairs = label_outcomes(session, store, user, profile, groups, margin=options.margin)
+        simulated = simulate_feedback(session, user, profile, groups, seed=options.seed) if options.simulate_user else []
+        pairs = time_split([e for e in pair_examples(session, user) if e.forecast_date <= eval_end], split_date=eval_start)
+        ratings = time_split([e for e in rating_examples(session, user) if e.forecast_date <= eval_end], split_date=eval_start)
+    counts = {
+        "outcome_pairs_new": len(outcome_pairs), "simulated_pairs_new": len(simulated),
+        "train_pairs": len(pairs.train), "eval_pairs": len(pairs.eval), "train_ratings": len(ratings.train),
+    }
+    console.print(f"      {counts}")
+    if len(pairs.train) >= MIN_DPO_PAIRS:
+        method, train_rows = "dpo", pairs.train
+    elif len(ratings.train) >= MIN_KTO_EXAMPLES and len({r["label"] for r in ratings.train}) == 2:
+        method, train_rows = "kto", ratings.train
+    else:
+        raise TooFewPreferencesError(
+            f"too little feedback for {user_name}: {len(pairs.train)} training pairs (DPO needs {MIN_DPO_PAIRS}) and "
+            f"{len(ratings.train)} rated views (KTO needs {MIN_KTO_EXAMPLES}, with both thumbs up and down); "
+            "widen the training period, add candidates, or give feedback"
+        )
+
+    runs: list[int] = []
+    with session_scope(factory) as session:
+        reward_run = TrainingRun(kind="reward", user_id=user_id, profile_id=profile_id, parent_model_version_id=parent_id,
+                                 config={"steps": options.rm_steps}, data_snapshot=pairs.snapshot())
+        policy_run = TrainingRun(kind=method, user_id=user_id, profile_id=profile_id, parent_model_version_id=parent_id,
+                                 config=_jsonable(asdict(options)), data_snapshot=(pairs if method == "dpo" else ratings).snapshot())
+        session.add_all([reward_run, policy_run])
+        session.flush()
+        reward_run_id, policy_run_id = reward_run.id, policy_run.id
+        runs = [reward_run_id, policy_run_id]
+    try:
+        return _train_evaluate_register(
+            factory, model_dir, base_model, user_name, options, data_dir, console, method, train_rows, pairs, parent,
+            parent_id, parent_key, user_id, profile_id, profile_version, params, eval_windows, counts, reward_run_id, policy_run_id,
+        )
+    except BaseException as exc:
+        with session_scope(factory) as session:
+            for run_id in runs:
+                row = session.get(TrainingRun, run_id)
+                if row is not None and row.status == "running":
+                    row.status, row.error, row.finished_at = "failed", f"{type(exc).__name__}: {exc}", utcnow()
+        raise
+
+
+def _train_evaluate_register(
+    factory, model_dir, base_model, user_name, options, data_dir, console, method, train_rows, pairs, parent,
+    parent_id, parent_key, user_id, profile_id, profile_version, params: RiskParams, eval_windows, counts, reward_run_id, policy_run_id,
+) -> LoopResult:  # type: ignore[no-untyped-def]
+    stamp = utcnow().strftime("%Y%m%dT%H%M%S")
+    adapters = model_dir / "adapters"
+    reward = None
+    reward_version_id = None
+    if len(pairs.train) >= MIN_PAIRS:
+        console.print(f"[3/5] reward model on {len(pairs.train)} pairs")
+        reward_dir = adapters / f"reward-u{user_id}-{stamp}"
+        result = train_reward_model(base_model, model_dir, pairs.train, pairs.eval, reward_dir, RewardOptions(max_steps=options.rm_steps, seed=options.seed))
+        reward = RewardScorer.load(base_model, model_dir, reward_dir)
+        with session_scope(factory) as session:
+            digest = adapter_hash(reward_dir)
+            version = ModelVersion(
+                key=f"{parent.base.fingerprint[:32]}+{digest[:32]}", name=f"reward-{user_name}-{stamp}", kind="reward",
+                base_model_id=base_model, base_fingerprint=parent.base.fingerprint, adapter_path=str(reward_dir.resolve()),
+                adapter_hash=digest, parent_id=parent_id, user_id=user_id, profile_id=profile_id, metrics=result.metrics,
+            )
+            session.add(version)
+            session.flush()
+            reward_version_id = version.id
+            run = session.get(TrainingRun, reward_run_id)
+            run.status, run.metrics, run.finished_at, run.output_model_version_id = "succeeded", result.metrics, utcnow(), version.id
+        console.print(f"      held-out pair accuracy {result.metrics['eval_accuracy']}")
+    else:
+        with session_scope(factory) as session:
+            run = session.get(TrainingRun, reward_run_id)
+            run.status, run.error, run.finished_at = "failed", f"needs {MIN_PAIRS} pairs", utcnow()
+
+    console.print(f"[4/5] {method.upper()} from the parent adapter on {len(train_rows)} examples")
+    out_dir = adapters / f"{method}-u{user_id}-{stamp}"
+    spec = PreferenceSpec(
+        method=method, base_model=base_model, model_dir=str(model_dir), parent_adapter=str(parent.adapter_path),
+        rows_path=str(write_rows(train_rows, out_dir / "train.jsonl")), out_dir=str(out_dir), max_steps=options.dpo_steps,
+        learning_rate=options.learning_rate, beta=options.beta, seed=options.seed,
+    )
+    spec.save(out_dir / "spec.json")
+    metrics = train_preferences(spec)
+    write_adapter_meta(out_dir, base_model=base_model, base_fingerprint=parent.base.fingerprint,
+                       extra={"kind": method, "name": f"{method}-{user_name}-{stamp}", "parent_key": parent_key})
+    tuned = load_model(ModelSpec(base=base_model, adapter=out_dir), model_dir)
+
+    console.print(f"[5/5] evaluating tuned vs parent on {len(eval_windows)} held-out windows")
+    greedy = Decoding(max_new_tokens=options.max_new_tokens)
+    with session_scope(factory) as session:
+        tuned_version = ensure_model_version(session, tuned, kind=method, name=f"{method}-{user_name}-{stamp}", parent_id=parent_id,
+                                             user_id=user_id, profile_id=profile_id, metrics=metrics)
+        tuned_id = tuned_version.id
+        tuned_views = [g[0].forecast for g in forecast_windows(session, tuned, eval_windows, greedy, PromptConfig(), Personalisation(user_id, profile_id))]
+        parent_views = [g[0].forecast for g in forecast_windows(session, parent, eval_windows, greedy, PromptConfig())]
+        user = get_user(session, user_name)
+        profile = require_profile(session, user)
+        report = ComparisonReport(user_name, f"{profile.label} v{profile_version}", options.eval_period, {"tuned": tuned_id, "parent": parent_id})
+        compare(session, PreloadedMarketStore(session), profile, eval_windows, tuned_views, parent_views, pairs.eval, tuned, parent, reward, report)
+    report.backtest = _backtests(factory, data_dir, params, options, user_id, profile_id, tuned_id, parent_id, sorted({w.ticker for w in eval_windows}), profile_version)
+
+    activated = report.tuned_beats_parent or options.force_activate
+    with session_scope(factory) as session:
+        user = get_user(session, user_name)
+        run = session.get(TrainingRun, policy_run_id)
+        run.status, run.finished_at, run.output_model_version_id = "succeeded", utcnow(), tuned_id
+        run.metrics = {**metrics, "evaluation": _jsonable(report.to_json())}
+        version = session.get(ModelVersion, tuned_id)
+        version.metrics = {**metrics, "heldout_utility": report.utility.get("tuned", {}).get("value"),
+                           "parent_heldout_utility": report.utility.get("parent", {}).get("value")}
+        if activated:
+            reason = "beats parent on held-out utility" if report.tuned_beats_parent else "forced"
+            activate(session, user, tuned_id, reason)
+        else:
+            report.notes.append("not activated: the tuned adapter did not beat its parent on held-out utility (use --force to activate anyway)")
+    paths = _write(report, data_dir / "reports", f"rlhf-{user_name}-{stamp}")
+    return LoopResult(user_name, profile_version, parent_id, tuned_id, reward_version_id, method, activated, report, counts, paths, [reward_run_id, policy_run_id])
+
+
+def _backtests(factory, data_dir, params, options, user_id, profile_id, tuned_id, parent_id, tickers, profile_version) -> dict[str, dict[str, Any]]:  # type: ignore[no-untyped-def]
+    from backtest.runner import BacktestInputError, BacktestRequest, run_backtest
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, version_id, owner in (("tuned", tuned_id, user_id), ("parent", parent_id, None)):
+        request = BacktestRequest(
+            start=options.eval_period[0], end=options.eval_period[1], params=params, profile_label=f"user profile v{profile_version}",
+            model_version_id=version_id, tickers=tuple(tickers), user_id=owner, profile_id=profile_id, references=False,
+        )
+        try:
+            outcome = run_backtest(factory, request, data_dir / "charts")
+            out[name] = outcome.by_strategy()["views"].metrics | {"run_id": outcome.by_strategy()["views"].run_id}
+        except BacktestInputError as exc:
+            out[name] = {"error": str(exc)}
+    return out
+
+
+def _write(report: ComparisonReport, directory: Path, stem: str) -> dict[str, str]:
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = directory / f"{stem}.json", directory / f"{stem}.md"
+    json_path.write_text(json.dumps(_jsonable(report.to_json()), indent=2))
+    md_path.write_text(report.markdown())
+    return {"json": str(json_path), "markdown": str(md_path)}
+
+
+def _jsonable(value: Any) -> Any:
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        return v
+
+    return json.loads(json.dumps(value, default=str), parse_float=lambda s: clean(float(s)))

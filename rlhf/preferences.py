@@ -1,0 +1,213 @@
+"""Preferences from three sources, all stored with user, profile version and model version.
+
+* **Human**: a pairwise choice between two candidate views of the same prompt (or "both bad", with an
+  optional comment), and thumbs up/down on a single view.
+* **Outcome-grounded**: once the forecast week is over, each candidate view is scored by the utility
+  the user would have had following it:
+
+      w = the weight the portfolio code gives that view alone under the user's profile
+          (advisor.portfolio.target_weights: sizing by risk aversion and volatility, hard limits)
+      R = the realised return of the target week (fraction)
+      U = w * R - (lambda / 2) * w^2 * sigma_week^2
+
+  with lambda the profile's risk aversion and sigma_week^2 = 5 * (trailing daily volatility)^2, both
+  known at the decision. Candidate pairs whose utility gap exceeds ``margin`` become chosen/rejected.
+  Profiles differ in lambda, limits and shorting, so a conservative and an aggressive user can prefer
+  different views of the same prompt. Unparsed candidates are left out (the outcome says nothing
+  about them).
+* **Simulated user** (tests and demo; stored with source ``simulated``): picks between two views the
+  way a person with the stated profile tends to — a cautious investor prefers modest predictions that
+  name concerns, a bold one prefers large moves — with logistic noise, seeded.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from advisor.data.store import MarketStore
+from advisor.data.windows import weekly_label
+from advisor.errors import AdvisorError, DataUnavailableError
+from advisor.forecaster.views import parse_view
+from advisor.portfolio import WEEK_DAYS, RiskParams, target_weights, trailing_daily_volatility
+from db.models import Forecast, Preference, RiskProfile, User
+from rlhf.profiles import risk_params
+
+DEFAULT_MARGIN = 1e-4  # one basis point of equity
+
+
+class FeedbackError(AdvisorError):
+    """Feedback that cannot be recorded (missing forecast, another user's forecast, identical views...)."""
+
+
+@dataclass(frozen=True)
+class Utility:
+    weight: float
+    realised_pct: float
+    utility: float
+
+
+def view_utility(expected_pct: float | None, realised_pct: float, daily_vol: float | None, params: RiskParams) -> Utility:
+    """U = w R - (lambda/2) w^2 sigma_week^2 (see module docstring); no view or no risk estimate -> w = 0."""
+    weight = target_weights({"x": expected_pct}, {"x": daily_vol}, params)["x"]
+    variance = (daily_vol or 0.0) ** 2 * WEEK_DAYS
+    r = realised_pct / 100.0
+    return Utility(weight, realised_pct, weight * r - 0.5 * params.risk_aversion * weight**2 * variance)
+
+
+def _forecast(session: Session, forecast_id: int, user: User) -> Forecast:
+    row = session.get(Forecast, forecast_id)
+    if row is None:
+        raise FeedbackError(f"forecast {forecast_id} does not exist")
+    if row.user_id is not None and row.user_id != user.id:
+        raise FeedbackError(f"forecast {forecast_id} belongs to another user")
+    return row
+
+
+def record_choice(
+    session: Session, user: User, profile: RiskProfile, forecast_a: int, forecast_b: int, choice: str,
+    comment: str | None = None, *, source: str = "human",
+) -> Preference:
+    """A pairwise choice: ``choice`` is ``a``, ``b`` or ``both_bad``."""
+    if choice not in ("a", "b", "both_bad"):
+        raise FeedbackError(f"choice must be 'a', 'b' or 'both_bad', got {choice!r}")
+    if forecast_a == forecast_b:
+        raise FeedbackError("a pair needs two different views")
+    a, b = _forecast(session, forecast_a, user), _forecast(session, forecast_b, user)
+    if a.prompt_hash != b.prompt_hash:
+        raise FeedbackError(f"forecasts {forecast_a} and {forecast_b} answer different prompts; compare candidates of one prompt")
+    if a.raw_text.strip() == b.raw_text.strip():
+        raise FeedbackError(f"forecasts {forecast_a} and {forecast_b} are identical views; there is nothing to prefer")
+    chosen, rejected = (a, b) if choice in ("a", "both_bad") else (b, a)
+    preference = Preference(
+        user_id=user.id, profile_id=profile.id, model_version_id=a.model_version_id, kind="pair", source=source,
+        chosen_forecast_id=chosen.id, rejected_forecast_id=rejected.id, both_bad=choice == "both_bad", comment=comment,
+    )
+    session.add(preference)
+    session.flush()
+    return preference
+
+
+def record_rating(session: Session, user: User, profile: RiskProfile, forecast_id: int, rating: int, comment: str | None = None) -> Preference:
+    """Thumbs up (+1) or down (-1) on one view."""
+    if rating not in (1, -1):
+        raise FeedbackError(f"a rating is +1 (thumbs up) or -1 (thumbs down), got {rating!r}")
+    row = _forecast(session, forecast_id, user)
+    preference = Preference(
+        user_id=user.id, profile_id=profile.id, model_version_id=row.model_version_id, kind="rating", source="human",
+        forecast_id=row.id, rating=rating, comment=comment,
+    )
+    session.add(preference)
+    session.flush()
+    return preference
+
+
+def candidate_groups(forecasts: Sequence[Forecast]) -> list[list[Forecast]]:
+    groups: dict[str, list[Forecast]] = {}
+    for row in forecasts:
+        groups.setdefault(row.group_key, []).append(row)
+    return [sorted(g, key=lambda r: r.candidate_index) for g in groups.values() if len(g) > 1]
+
+
+def label_outcomes(
+    session: Session, store: MarketStore, user: User, profile: RiskProfile, groups: Sequence[Sequence[Forecast]],
+    *, margin: float = DEFAULT_MARGIN,
+) -> list[Preference]:
+    """Outcome-grounded pairs for candidate groups whose target week is over (idempotent)."""
+    params = risk_params(profile)
+    existing = set(
+        session.execute(
+            select(Preference.chosen_forecast_id, Preference.rejected_forecast_id).where(
+                Preference.user_id == user.id, Preference.profile_id == profile.id, Preference.source == "outcome"
+            )
+        ).all()
+    )
+    created: list[Preference] = []
+    for group in groups:
+        first = group[0]
+        try:
+            label = weekly_label(store, first.ticker, first.forecast_date)
+        except DataUnavailableError:
+            continue  # the week is not over yet (or has no data): no outcome to learn from
+        closes = store.bars(first.ticker, first.as_of, start=first.forecast_date - timedelta(days=120))["adj_close"]
+        vol = trailing_daily_volatility(closes) if len(closes) else None
+        scored = []
+        for row in group:
+            view = parse_view(row.raw_text)
+            if view.is_signal:
+                scored.append((row, view_utility(view.expected_return_pct, label.return_pct, vol, params)))
+        for i in range(len(scored)):
+            for j in range(i + 1, len(scored)):
+                (ra, ua), (rb, ub) = scored[i], scored[j]
+                if abs(ua.utility - ub.utility) <= margin or ra.raw_text.strip() == rb.raw_text.strip():
+                    continue
+                (chosen, uc), (rejected, ur) = ((ra, ua), (rb, ub)) if ua.utility > ub.utility else ((rb, ub), (ra, ua))
+                if (chosen.id, rejected.id) in existing:
+                    continue
+                preference = Preference(
+                    user_id=user.id, profile_id=profile.id, model_version_id=chosen.model_version_id, kind="pair",
+                    source="outcome", chosen_forecast_id=chosen.id, rejected_forecast_id=rejected.id,
+                    utility_chosen=uc.utility, utility_rejected=ur.utility,
+                )
+                session.add(preference)
+                existing.add((chosen.id, rejected.id))
+                created.append(preference)
+    session.flush()
+    return created
+
+
+def simulated_score(raw_text: str, profile: RiskProfile) -> float | None:
+    """How much a simulated person with ``profile`` likes a view (None: unparsed, always disliked)."""
+    view = parse_view(raw_text)
+    if not view.is_signal:
+        return None
+    s = profile.score if profile.score is not None else 0.5
+    preferred_magnitude = 0.5 + 5.0 * s  # cautious people like "0-1%", bold ones "more than 5%"
+    magnitude = abs(view.expected_return_pct or 0.0)
+    caution = len(view.concerns) - len(view.positives)
+    return -abs(magnitude - preferred_magnitude) + 0.5 * caution * (1.0 - 2.0 * s)
+
+
+def simulated_choice(text_a: str, text_b: str, profile: RiskProfile, rng: random.Random, temperature: float = 0.5) -> str:
+    """'a', 'b' or 'both_bad', like a person with ``profile`` (logistic noise with ``temperature``)."""
+    sa, sb = simulated_score(text_a, profile), simulated_score(text_b, profile)
+    if sa is None and sb is None:
+        return "both_bad"
+    if sa is None or sb is None:
+        return "b" if sa is None else "a"
+    p_a = 1.0 / (1.0 + math.exp(-(sa - sb) / temperature))
+    return "a" if rng.random() < p_a else "b"
+
+
+def simulate_feedback(
+    session: Session, user: User, profile: RiskProfile, groups: Sequence[Sequence[Forecast]], *, seed: int = 0
+) -> list[Preference]:
+    """A simulated user's A/B choices on the first two distinct candidates of each group (source 'simulated')."""
+    rng = random.Random(seed)
+    created = []
+    for group in groups:
+        distinct = []
+        for row in group:
+            if all(row.raw_text.strip() != other.raw_text.strip() for other in distinct):
+                distinct.append(row)
+        if len(distinct) < 2:
+            continue
+        a, b = distinct[0], distinct[1]
+        choice = simulated_choice(a.raw_text, b.raw_text, profile, rng)
+        created.append(record_choice(session, user, profile, a.id, b.id, choice, "simulated user", source="simulated"))
+    return created
+
+
+def feedback_counts(session: Session, user: User) -> dict[str, int]:
+    rows = session.execute(select(Preference.source, Preference.kind).where(Preference.user_id == user.id)).all()
+    counts: dict[str, int] = {}
+    for source, kind in rows:
+        counts[f"{source}_{kind}"] = counts.get(f"{source}_{kind}", 0) + 1
+    return counts
+

@@ -1,0 +1,154 @@
+"""DPO and KTO on a user's LoRA adapter, starting from its parent (the SFT adapter).
+
+The policy is the base model with the parent adapter loaded *trainable*; TRL adds a frozen copy of
+that adapter as the reference, so the reference is the parent policy, and the trained adapter still
+applies to the plain base (one loaded base serves every user's adapter). In a single process the
+reference log-probs are computed once before training (``precompute_ref_log_probs``), which saves a
+forward pass per step.
+
+This module is also a script, so the same code runs data-parallel without changes:
+
+    accelerate launch --multi_gpu --num_processes 2 -m rlhf.train_pref SPEC.json   # 2 ranks; CPU (gloo) without GPUs
+    accelerate launch --config_file rlhf/configs/multi_gpu.yaml -m rlhf.train_pref SPEC.json
+    accelerate launch --config_file rlhf/configs/deepspeed_zero2.yaml -m rlhf.train_pref SPEC.json
+
+(accelerate 1.15 runs ``--cpu --num_processes 2`` as a single process: its multi-CPU launcher needs mpirun.
+On a machine without GPUs ``--multi_gpu`` starts torch DDP ranks on the CPU with the gloo backend.)
+
+SPEC.json holds a :class:`PreferenceSpec`; rows are read from ``rows_path`` (JSON lines). Only the
+main process saves the adapter and writes ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+MIN_DPO_PAIRS = 4
+MIN_KTO_EXAMPLES = 4
+
+
+@dataclass(frozen=True)
+class PreferenceSpec:
+    method: Literal["dpo", "kto"]
+    base_model: str
+    model_dir: str
+    parent_adapter: str
+    rows_path: str
+    out_dir: str
+    max_steps: int = 12
+    batch_size: int = 2
+    learning_rate: float = 2e-4
+    beta: float = 0.1
+    max_length: int = 1024
+    seed: int = 0
+    progress: bool = True
+
+    def save(self, path: Path) -> Path:
+        path.write_text(json.dumps(asdict(self), indent=2))
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> PreferenceSpec:
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def write_rows(rows: list[dict[str, Any]], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def run(spec: PreferenceSpec) -> dict[str, Any]:
+    """Train; returns metrics (on every process; only the main one saves)."""
+    import torch
+    from datasets import Dataset
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from advisor.errors import AdvisorError
+    from advisor.forecaster.loading import prepare_tokenizer
+    from advisor.forecaster.modelstore import resolve_model_path
+    from advisor.forecaster.training import Precision
+
+    rows = read_rows(Path(spec.rows_path))
+    minimum = MIN_DPO_PAIRS if spec.method == "dpo" else MIN_KTO_EXAMPLES
+    if len(rows) < minimum:
+        raise AdvisorError(
+            f"{spec.method.upper()} needs at least {minimum} training {'pairs' if spec.method == 'dpo' else 'rated views'}, "
+            f"got {len(rows)}: collect more feedback or let more forecast weeks finish"
+        )
+    if spec.method == "kto" and len({bool(r["label"]) for r in rows}) < 2:
+        raise AdvisorError("KTO needs both thumbs up and thumbs down examples")
+    base_path = resolve_model_path(spec.base_model, Path(spec.model_dir))
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    prepare_tokenizer(tokenizer)
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+    policy = PeftModel.from_pretrained(base, spec.parent_adapter, is_trainable=True)
+    precision = Precision.auto()
+    # TRL's precompute writes a dataset cache file that other ranks read too early; several ranks
+    # compute reference log-probs live (through the frozen reference adapter) instead.
+    single_process = int(os.environ.get("WORLD_SIZE", "1")) == 1
+    common = dict(
+        output_dir=str(Path(spec.out_dir) / "trainer"), use_cpu=precision.use_cpu, bf16=precision.bf16,
+        per_device_train_batch_size=spec.batch_size, max_steps=spec.max_steps, learning_rate=spec.learning_rate,
+        beta=spec.beta, max_length=spec.max_length, gradient_checkpointing=False, save_strategy="no", report_to="none",
+        logging_steps=1, seed=spec.seed, disable_tqdm=not spec.progress, precompute_ref_log_probs=single_process,
+    )
+    if spec.method == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        trainer = DPOTrainer(model=policy, args=DPOConfig(**common), train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    else:
+        from trl import KTOConfig, KTOTrainer
+
+        trainer = KTOTrainer(model=policy, args=KTOConfig(**common), train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    started = time.perf_counter()
+    output = trainer.train()
+    elapsed = time.perf_counter() - started
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    metrics = {
+        "method": spec.method,
+        "train_loss": float(output.training_loss),
+        "first_loss": logs[0]["loss"] if logs else None,
+        "last_loss": logs[-1]["loss"] if logs else None,
+        "steps": int(output.global_step),
+        "seconds": round(elapsed, 1),
+        "seconds_per_step": round(elapsed / max(1, output.global_step), 2),
+        "examples": len(rows),
+        "processes": trainer.accelerator.num_processes,
+        "bf16": precision.bf16,
+    }
+    for key in ("rewards/accuracies", "rewards/margins"):
+        values = [entry[key] for entry in trainer.state.log_history if key in entry]
+        if values:
+            metrics[key.replace("/", "_")] = values[-1]
+    if trainer.accelerator.is_main_process:
+        out = Path(spec.out_dir)
+        unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+        unwrapped.save_pretrained(str(out), selected_adapters=["default"])
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    trainer.accelerator.wait_for_everyone()
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argv if argv is not None else sys.argv[1:]
+    if len(args) != 1:
+        print("usage: python -m rlhf.train_pref SPEC.json", file=sys.stderr)
+        return 2
+    run(PreferenceSpec.load(Path(args[0])))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
