@@ -73,6 +73,12 @@ def run_demo(rt: Runtime, options: DemoOptions, console: Console) -> None:
     for plugin in plugins():
         if hasattr(plugin, "demo_step"):
             plugin.demo_step(context)
+    step_trade(context)
+    _heading(console, "Done")
+    console.print(
+        f"Open the dashboard on this database: .venv/bin/streamlit run dashboard/app.py -- --data-dir {rt.settings.data_dir} "
+        "(or: make dashboard)"
+    )
 
 
 def _heading(console: Console, text: str) -> None:
@@ -202,3 +208,42 @@ def step_evaluate(rt: Runtime, options: DemoOptions, handle, console: Console) -
     paths = write_report(report, rt.settings.data_dir / "reports", "demo-eval-weekly")
     console.print(to_markdown(report).split("## Per ticker")[0], markup=False, highlight=False, soft_wrap=True)
     console.print(f"full report: {paths['markdown']}")
+
+
+def step_trade(context: DemoContext) -> None:
+    """One weekly rebalance of a demo user's paper account on the local broker, then its status."""
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from advisor import market_calendar
+    from advisor.cli.trade import print_report, view_generator
+    from advisor.forecaster.modelstore import fingerprint, resolve_model_path
+    from advisor.portfolio import params_from_profile
+    from advisor.trading.bot import RebalanceBot, RebalanceOptions
+    from advisor.trading.factory import make_broker
+    from advisor.trading.local_broker import SimulatedClock
+    from db.models import RiskProfile, User
+
+    rt, console, options = context.rt, context.console, context.options
+    context.heading(f"Paper trading: one weekly rebalance on the local paper broker ({options.on})")
+    with rt.session() as session:
+        users = {u.name: u for u in session.scalars(select(User))}
+        user = users.get("demo-bold") or next(iter(users.values()), None)
+        profile = session.scalar(select(RiskProfile).where(RiskProfile.user_id == user.id).order_by(RiskProfile.version.desc())) if user else None
+    if user is None or profile is None:
+        console.print("no demo user with a risk profile: answer the questionnaire first (advisor profile set)")
+        return
+    params = params_from_profile(profile)
+    day = market_calendar.session_on_or_before(options.on)
+    clock = SimulatedClock(market_calendar.session_close(day) + timedelta(minutes=5))
+    broker = make_broker("local", rt.settings.broker, rt.session_factory, user.id, params.max_weight, clock=clock)
+    model_dir = rt.settings.resolved_model_dir
+    base_fp = fingerprint(resolve_model_path(rt.settings.base_model, model_dir), cache_dir=model_dir)
+    bot = RebalanceBot(rt.session_factory, broker, user.id, params, base_fingerprint=base_fp, generate_views=view_generator(rt, user.id))
+    console.print(f"{user.name} ({profile.label}): the bot reads this week's views from their active model and trades the difference")
+    print_report(bot.run_once(RebalanceOptions(tickers=tuple(options.tickers), poll_timeout_s=30, poll_interval_s=0)))
+    account = broker.get_account()
+    console.print(f"after the fills at the next open: equity {account.equity:,.2f}, cash {account.cash:,.2f}; positions: "
+                  + ", ".join(f"{p.ticker} {p.qty:.2f}" for p in broker.get_positions()))
+    console.print(f"(advisor trade status --user {user.name} --as-of {options.on} shows the account; advisor trade kill --user {user.name} stops it)")

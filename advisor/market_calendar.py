@@ -131,7 +131,9 @@ def information_session(ts: datetime) -> date:
 
 def is_market_open(ts: datetime) -> bool:
     """Whether the exchange is in its regular session at ``ts``."""
-    return bool(_calendar().is_open_on_minute(pd.Timestamp(ts).tz_convert("UTC").floor("min")))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*values returning an ndarray")
+        return bool(_calendar().is_open_on_minute(pd.Timestamp(ts).tz_convert("UTC").floor("min")))
 
 
 def exchange_today(now: datetime | None = None) -> date:

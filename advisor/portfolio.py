@@ -15,7 +15,8 @@ The rule, in order:
    approximation, sqrt(sum w^2 sigma_year^2)) exceeds the profile's target, all weights are scaled
    down to meet it (never up).
 6. **Hard limits, last, whatever the views say:** |w| <= max weight per name; long exposure <=
-   1 - cash buffer; gross exposure sum |w| <= max gross. Each is enforced by clipping or by scaling
+   1 - max(cash buffer, 1%) — at least 1% always stays in cash to pay slippage and commission, so a
+   fully invested profile's last buy is not refused for cash; gross exposure sum |w| <= max gross. Each is enforced by clipping or by scaling
    all weights down, which never breaks a limit already met.
 """
 
@@ -36,6 +37,7 @@ WEEK_DAYS = 5
 VOL_LOOKBACK = 60
 VOL_MIN_OBSERVATIONS = 20
 EPS = 1e-12
+MIN_CASH_RESERVE = 0.01  # always kept in cash for costs (slippage, commission, opening gaps)
 MIN_DAILY_VOL = 1e-4  # below 0.01% a day a price series is stale or broken, not a risk estimate
 
 
@@ -130,7 +132,7 @@ def apply_limits(weights: Mapping[str, float], params: RiskParams) -> dict[str, 
     limited = {t: float(np.clip(w, -params.max_weight, params.max_weight)) for t, w in weights.items()}
     if not params.allow_shorts:
         limited = {t: max(w, 0.0) for t, w in limited.items()}
-    long_cap = 1.0 - params.cash_buffer
+    long_cap = 1.0 - max(params.cash_buffer, MIN_CASH_RESERVE)
     long_exposure = sum(w for w in limited.values() if w > 0)
     if long_exposure > long_cap:
         scale = long_cap / long_exposure

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from advisor import market_calendar
@@ -27,6 +26,7 @@ from advisor.data.labels import bin_for_return, signed_value
 from advisor.data.store import MarketStore
 from advisor.data.windows import weekly_label
 from advisor.errors import DataUnavailableError
+from advisor.forecaster.service import expected_return_pct, load_views
 from advisor.portfolio import RiskParams, target_weights, trailing_daily_volatility
 from db.models import Forecast
 
@@ -45,7 +45,8 @@ class ViewSource(ABC):
 
 @dataclass
 class StoredViews(ViewSource):
-    """Parsed forecasts of one model version (and user) whose decision session is the decision date."""
+    """Parsed forecasts of one model version whose decision session is the decision date (a user's own
+    views preferred over shared ones)."""
 
     session: Session
     model_version_id: int
@@ -54,37 +55,20 @@ class StoredViews(ViewSource):
     _by_date: dict[date, dict[str, Forecast]] | None = field(default=None, init=False, repr=False)
     coverage: dict[str, int] = field(default_factory=lambda: defaultdict(int), init=False)
 
-    def _load(self) -> dict[date, dict[str, Forecast]]:
-        if self._by_date is None:
-            query = select(Forecast).where(Forecast.model_version_id == self.model_version_id)
-            query = query.where(Forecast.user_id.is_(None) if self.user_id is None else Forecast.user_id == self.user_id)
-            by_date: dict[date, dict[str, Forecast]] = defaultdict(dict)
-            # Greedy views first, then candidate 0; the first row per (date, ticker) wins.
-            rows = self.session.scalars(query.order_by(Forecast.candidate_index, Forecast.id))
-            for row in rows:
-                if row.decoding.get("mode") != "greedy" and row.candidate_index != 0:
-                    continue
-                current = by_date[row.forecast_date].get(row.ticker)
-                if current is None or (current.decoding.get("mode") != "greedy" and row.decoding.get("mode") == "greedy"):
-                    by_date[row.forecast_date][row.ticker] = row
-            self._by_date = dict(by_date)
-        return self._by_date
-
     def views(self, decision: date, as_of: datetime, tickers: Sequence[str]) -> dict[str, float | None]:
-        rows = self._load().get(decision, {})
+        if self._by_date is None:
+            # A user's own views first; shared (user-less) views of the same model fill the gaps.
+            self._by_date = load_views(self.session, self.model_version_id, self.user_id, date.min, date.max, include_shared=True)
+        rows = self._by_date.get(decision, {})
         out: dict[str, float | None] = {}
         for ticker in tickers:
             row = rows.get(ticker)
             if row is None or row.as_of > as_of:  # a view made after the decision cannot be used
                 self.coverage["missing"] += 1
                 out[ticker] = None
-            elif row.parse_status == "unparsed" or row.direction is None or row.bin_low is None:
-                self.coverage["unparsed"] += 1
-                out[ticker] = None
-            else:
-                self.coverage["used"] += 1
-                sign = 1 if row.direction == "up" else -1
-                out[ticker] = sign * (row.bin_low + 0.5)
+                continue
+            out[ticker] = expected_return_pct(row)
+            self.coverage["used" if out[ticker] is not None else "unparsed"] += 1
         return out
 
 

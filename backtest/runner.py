@@ -105,7 +105,7 @@ def _view_tickers(session: Session, model_version_id: int, user_id: int | None, 
     query = select(Forecast.ticker).where(
         Forecast.model_version_id == model_version_id, Forecast.forecast_date >= start, Forecast.forecast_date <= end
     )
-    query = query.where(Forecast.user_id.is_(None) if user_id is None else Forecast.user_id == user_id)
+    query = query.where(Forecast.user_id.is_(None) if user_id is None else (Forecast.user_id == user_id) | Forecast.user_id.is_(None))
     return sorted(set(session.scalars(query.distinct())))
 
 

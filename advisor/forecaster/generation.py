@@ -11,6 +11,7 @@ with each candidate, so the batch can be replayed.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -75,6 +76,7 @@ def generate(
     *,
     progress: bool = True,
     description: str = "generating views",
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> list[list[Generation]]:
     """Generate for each prompt; returns, per prompt, ``decoding.num_candidates`` generations."""
     if len(prompt_texts) != len(prompt_hashes):
@@ -93,6 +95,8 @@ def generate(
                 for i, (text, n_tokens, finished) in zip(batch, outputs, strict=True):
                     results[i] = [Generation(text, decoding.seed, 0, n_tokens, finished)]
                 bar.update(len(batch))
+                if on_progress:
+                    on_progress(bar.n, len(prompt_texts))
         else:
             order = sorted(range(len(prompt_texts)), key=lambda i: (-lengths[i], prompt_hashes[i]))
             for start in range(0, len(order), decoding.sample_batch):
@@ -105,6 +109,8 @@ def generate(
                     rows = outputs[position * k : (position + 1) * k]
                     results[i] = [Generation(t, seed, c, n, f, hashes if len(hashes) > 1 else ()) for c, (t, n, f) in enumerate(rows)]
                 bar.update(len(batch))
+                if on_progress:
+                    on_progress(bar.n, len(prompt_texts))
     return results
 
 

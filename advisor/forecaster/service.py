@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -92,6 +92,7 @@ def forecast_windows(
     who: Personalisation = Personalisation(),
     *,
     progress: bool = True,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> list[list[ForecastOutcome]]:
     """Generate (or reuse) ``decoding.num_candidates`` views per window and add them to ``session``."""
     prompts = build_prompts(windows, handle, prompt_config, decoding, who.risk_context)
@@ -106,7 +107,7 @@ def forecast_windows(
         if len(rows) == decoding.num_candidates:
             existing[group] = rows
     todo = [i for i, g in enumerate(groups) if g not in existing]
-    generated = generate(handle, [prompts[i].text for i in todo], [prompts[i].hash for i in todo], decoding, progress=progress)
+    generated = generate(handle, [prompts[i].text for i in todo], [prompts[i].hash for i in todo], decoding, progress=progress, on_progress=on_progress)
 
     outcomes: list[list[ForecastOutcome]] = [[] for _ in windows]
     for i, group in enumerate(groups):
@@ -172,9 +173,10 @@ def forecast_tickers(
     who: Personalisation = Personalisation(),
     *,
     progress: bool = True,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> list[list[ForecastOutcome]]:
     windows = build_windows(store, tickers, on, window_config)
-    return forecast_windows(session, handle, windows, decoding, prompt_config, who, progress=progress)
+    return forecast_windows(session, handle, windows, decoding, prompt_config, who, progress=progress, on_progress=on_progress)
 
 
 def generate_missing_views(
@@ -213,3 +215,40 @@ def generate_missing_views(
     if windows:
         forecast_windows(session, handle, windows, decoding, prompt_config, who, progress=progress)
     return len(windows), skipped
+
+
+def load_views(
+    session: Session, model_version_id: int, user_id: int | None, start: date, end: date, *, include_shared: bool = False
+) -> dict[date, dict[str, Forecast]]:
+    """Stored views of a model version by decision date and ticker: greedy first, else candidate 0.
+
+    With ``include_shared`` a user's own views are preferred and shared (user-less) ones fill the gaps.
+    """
+    query = select(Forecast).where(
+        Forecast.model_version_id == model_version_id, Forecast.forecast_date >= start, Forecast.forecast_date <= end
+    )
+    if user_id is None:
+        query = query.where(Forecast.user_id.is_(None))
+    elif include_shared:
+        query = query.where((Forecast.user_id == user_id) | Forecast.user_id.is_(None))
+    else:
+        query = query.where(Forecast.user_id == user_id)
+
+    def rank(row: Forecast) -> tuple[int, int, int]:
+        return (0 if row.user_id == user_id else 1, 0 if row.decoding.get("mode") == "greedy" else 1, row.candidate_index)
+
+    chosen: dict[date, dict[str, Forecast]] = {}
+    for row in session.scalars(query.order_by(Forecast.id)):
+        if row.decoding.get("mode") != "greedy" and row.candidate_index != 0:
+            continue
+        current = chosen.setdefault(row.forecast_date, {}).get(row.ticker)
+        if current is None or rank(row) < rank(current):
+            chosen[row.forecast_date][row.ticker] = row
+    return chosen
+
+
+def expected_return_pct(row: Forecast) -> float | None:
+    """The view's signed bin midpoint in percent; None when it is not a signal."""
+    if row.parse_status == "unparsed" or row.direction is None or row.bin_low is None:
+        return None
+    return (1 if row.direction == "up" else -1) * (row.bin_low + 0.5)

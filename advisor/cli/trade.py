@@ -1,0 +1,150 @@
+"""``advisor trade run | status | kill``: thin wrappers over the rebalance bot."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import typer
+from rich.table import Table
+
+from advisor.cli.common import console, ensure_database, parse_date, parse_tickers, runtime
+from advisor.runtime import Runtime
+
+app = typer.Typer(help="Paper trading: rebalance a paper account to the views (local broker or Alpaca paper).", no_args_is_help=True)
+
+
+def _user(rt: Runtime, name: str):  # type: ignore[no-untyped-def]
+    from sqlalchemy import select
+
+    from advisor.errors import AdvisorError
+    from advisor.portfolio import params_from_profile
+    from db.models import RiskProfile, User
+
+    with rt.session() as session:
+        user = session.scalar(select(User).where(User.name == name))
+        if user is None:
+            raise AdvisorError(f"no user named '{name}': answer the risk questionnaire first (advisor profile set --user {name})")
+        profile = session.scalar(select(RiskProfile).where(RiskProfile.user_id == user.id).order_by(RiskProfile.version.desc()))
+        if profile is None:
+            raise AdvisorError(f"user '{name}' has no risk profile: answer the questionnaire first")
+        return user.id, params_from_profile(profile)
+
+
+def _broker(rt: Runtime, kind: str | None, user_id: int, max_weight: float, as_of: str | None):  # type: ignore[no-untyped-def]
+    from advisor import market_calendar
+    from advisor.trading.factory import make_broker
+    from advisor.trading.local_broker import SimulatedClock
+
+    clock = market_calendar.utcnow
+    if as_of:
+        day = market_calendar.session_on_or_before(parse_date(as_of, "--as-of"))
+        clock = SimulatedClock(market_calendar.session_close(day) + timedelta(minutes=5))
+    return make_broker(kind or rt.settings.broker.kind, rt.settings.broker, rt.session_factory, user_id, max_weight, clock=clock)
+
+
+def view_generator(rt: Runtime, user_id: int):  # type: ignore[no-untyped-def]
+    """Forecast missing weekly views with the user's active model (loaded once, on first use)."""
+
+    def generate(week, tickers) -> None:  # type: ignore[no-untyped-def]
+        from advisor.cli.forecast import resolve_handle
+        from advisor.data.store import PreloadedMarketStore
+        from advisor.forecaster.service import Personalisation, generate_missing_views
+
+        handle = resolve_handle(rt, None, None, False, "none", user_id=user_id)
+        with rt.session() as session:
+            generate_missing_views(session, PreloadedMarketStore(session), handle, tickers, [week], who=Personalisation(user_id=user_id))
+
+    return generate
+
+
+def print_report(report) -> None:  # type: ignore[no-untyped-def]
+    title = f"decision week {report.decision_week} on {report.broker}" + (" (dry run: nothing sent)" if report.dry_run else "")
+    table = Table("side", "qty", "ticker", "price", "notional", "target weight", "now held", title=title)
+    for t in report.planned:
+        table.add_row(t.side.value, f"{t.qty:.4f}", t.ticker, f"{t.price:.2f}", f"{t.notional:,.0f}", f"{t.target_weight:.1%}", f"{t.current_qty:.4f}")
+    console.print(table)
+    if report.equity is not None:
+        console.print(f"account equity {report.equity:,.2f}")
+    for cid, status in report.final.items():
+        console.print(f"  {cid}: {status}")
+    for cid, reason in report.rejected.items():
+        console.print(f"  [yellow]{cid} rejected: {reason}[/yellow]")
+    for cid in report.adopted:
+        console.print(f"  [yellow]adopted an unknown order at the broker: {cid}[/yellow]")
+    for cid, what in report.reconciled.items():
+        console.print(f"  reconciled {cid}: {what}")
+    for message in report.messages:
+        console.print(f"  note: {message}")
+
+
+@app.command("run")
+def run_command(
+    ctx: typer.Context,
+    user: str = typer.Option(...),
+    once: bool = typer.Option(False, "--once", help="One rebalance, then exit."),
+    loop: bool = typer.Option(False, "--loop", help="Keep rebalancing each new week until killed."),
+    broker: str | None = typer.Option(None, help="local or alpaca (paper); default from settings."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the intended orders; send none."),
+    as_of: str | None = typer.Option(None, "--as-of", help="Trade a historical week on the local paper broker (simulated clock)."),
+    tickers: str | None = typer.Option(None, help="Names to hold (default: those with views this week)."),
+    interval: float = typer.Option(300.0, help="Seconds between loop iterations."),
+    poll_timeout: float = typer.Option(60.0, help="Seconds to wait for orders to reach a final state."),
+    resume: bool = typer.Option(False, "--resume", help="Clear the kill switch first."),
+    generate: bool = typer.Option(True, help="Forecast missing views for --tickers with the user's active model first."),
+) -> None:
+    """Rebalance the user's paper account to their active views and profile."""
+    from advisor.errors import AdvisorError
+    from advisor.forecaster.modelstore import fingerprint, resolve_model_path
+    from advisor.trading import bot as bot_module
+
+    if once == loop:
+        raise AdvisorError("choose one of --once and --loop")
+    rt = runtime(ctx)
+    ensure_database(rt)
+    user_id, params = _user(rt, user)
+    paper = _broker(rt, broker, user_id, params.max_weight, as_of)
+    if resume:
+        bot_module.resume(rt.session_factory, paper.name, user_id)
+    base_fp = fingerprint(resolve_model_path(rt.settings.base_model, rt.settings.resolved_model_dir), cache_dir=rt.settings.resolved_model_dir)
+    generator = view_generator(rt, user_id) if generate and tickers else None
+    bot = bot_module.RebalanceBot(rt.session_factory, paper, user_id, params, base_fingerprint=base_fp, generate_views=generator)
+    options = bot_module.RebalanceOptions(tickers=tuple(parse_tickers(tickers)) if tickers else None, dry_run=dry_run, poll_timeout_s=poll_timeout)
+    if once:
+        print_report(bot.run_once(options))
+    else:
+        bot_module.run_loop(bot, options, interval, on_report=print_report)
+
+
+@app.command("status")
+def status_command(ctx: typer.Context, user: str = typer.Option(...), broker: str | None = typer.Option(None), as_of: str | None = typer.Option(None, "--as-of")) -> None:
+    """Account, positions, orders, fills and the bot's state."""
+    from advisor.trading.status import account_status
+
+    rt = runtime(ctx)
+    ensure_database(rt)
+    user_id, params = _user(rt, user)
+    paper = _broker(rt, broker, user_id, params.max_weight, as_of)
+    account = paper.get_account()
+    console.print(f"[bold]{paper.name} paper account[/bold]: equity {account.equity:,.2f}, cash {account.cash:,.2f}")
+    positions = Table("ticker", "qty", "avg entry", "market value")
+    for p in paper.get_positions():
+        positions.add_row(p.ticker, f"{p.qty:.4f}", f"{p.avg_entry_price:.2f}", "—" if p.market_value is None else f"{p.market_value:,.2f}")
+    console.print(positions)
+    with rt.session() as session:
+        status = account_status(session, user_id, paper.name, limit=15)
+    console.print(f"bot: {status.bot_status}{' (KILLED)' if status.kill_requested else ''}; last decision week {status.last_decision_week}; {status.message or ''}")
+    if not status.orders.empty:
+        console.print(status.orders[["client_order_id", "side", "qty", "ticker", "status", "filled_qty", "avg_price"]].to_string(index=False))
+
+
+@app.command("kill")
+def kill_command(ctx: typer.Context, user: str = typer.Option(...), broker: str | None = typer.Option(None)) -> None:
+    """Kill switch: cancel the user's open orders and stop the loop (until --resume)."""
+    from advisor.trading.bot import kill
+
+    rt = runtime(ctx)
+    ensure_database(rt)
+    user_id, params = _user(rt, user)
+    paper = _broker(rt, broker, user_id, params.max_weight, None)
+    canceled = kill(rt.session_factory, paper, user_id)
+    console.print(f"kill switch on for {user} ({paper.name}): {len(canceled)} open orders canceled")

@@ -1,0 +1,1 @@
+"""Paper trading: one broker interface (local paper broker, Alpaca paper), the rebalance bot, safety."""

@@ -1,0 +1,149 @@
+"""RLHF benchmarks on the real default model. Prints figures; asserts nothing.
+
+  * reward-model and DPO step time and peak memory (each in its own process), on pairs built from
+    real prompts (~700 tokens) with two SFT-style answers;
+  * with --full: the wall time of one whole ``advisor rlhf run`` for one user on 30 tickers x 20
+    training weeks (+ 4 held-out weeks), K=2 candidates — about an hour on the 2-core machine.
+
+Run: .venv/bin/python bench/bench_rlhf.py [--steps 10] [--full]
+Needs the offline bundle and an SFT adapter in the model directory (``make demo`` trains one; the
+newest is used), or it trains a short one first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_BUNDLE = REPO.parent / "shared" / "data" / "stocknet"
+BASE = "SmolLM2-135M-Instruct"
+
+
+def prepare(tmp: Path, bundle: Path, model_dir: Path):  # type: ignore[no-untyped-def]
+    from advisor.data.importer import import_bundle
+    from advisor.forecaster.modelstore import fetch_default_model
+    from db.engine import make_engine, make_session_factory
+    from db.migrate import upgrade
+
+    fetch_default_model(model_dir, progress=False)
+    engine = make_engine(f"sqlite:///{tmp / 'bench.db'}")
+    upgrade(engine)
+    factory = make_session_factory(engine)
+    import_bundle(factory, bundle, progress=False)
+    return factory
+
+
+def sft_adapter(factory, model_dir: Path) -> Path:  # type: ignore[no-untyped-def]
+    candidates = sorted((model_dir / "adapters").glob("sft-run*"), key=lambda p: p.stat().st_mtime)
+    candidates = [c for c in candidates if (c / "adapter_model.safetensors").is_file()]
+    if candidates:
+        return candidates[-1]
+    from advisor.forecaster.sentiment import SentimentScorer
+    from advisor.forecaster.sft import SFTOptions, train_sft
+
+    return train_sft(factory, model_dir, SFTOptions(date(2014, 1, 1), date(2015, 3, 31), BASE, max_steps=20, check_prompts=0), SentimentScorer(None), progress=False).adapter_path
+
+
+def pairs(factory, n: int) -> list[dict]:  # type: ignore[no-untyped-def]
+    from advisor.data.labels import Direction
+    from advisor.data.store import PreloadedMarketStore
+    from advisor.forecaster.prompts import PromptConfig, build_prompt
+    from advisor.forecaster.sentiment import SentimentScorer
+    from advisor.forecaster.service import WindowConfig
+    from advisor.forecaster.sft import labelled_windows
+    from advisor.forecaster.targets import sft_target
+    from transformers import AutoTokenizer
+
+    from advisor.forecaster.modelstore import resolve_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(BASE, REPO / "var" / "models"))
+    scorer = SentimentScorer(None)
+    rows = []
+    with factory() as session:
+        store = PreloadedMarketStore(session)
+        for window, label in labelled_windows(store, store.tickers(), date(2014, 6, 1), date(2015, 3, 31), WindowConfig(), 5, n):
+            flipped = type(label)(**{**label.__dict__, "direction": Direction.DOWN if label.direction is Direction.UP else Direction.UP})
+            prompt = build_prompt(window, tokenizer, PromptConfig())
+            rows.append({"prompt": list(prompt.messages),
+                         "chosen": [{"role": "assistant", "content": sft_target(window, label, scorer)}],
+                         "rejected": [{"role": "assistant", "content": sft_target(window, flipped, scorer)}]})
+    return rows
+
+
+def child(kind: str, rows_path: Path, adapter: Path, out: Path, steps: int, model_dir: Path) -> dict:
+    code = f"""
+import json, resource, time
+from pathlib import Path
+from rlhf.train_pref import PreferenceSpec, run, read_rows
+from rlhf.reward import RewardOptions, train_reward_model
+rows = read_rows(Path({str(rows_path)!r}))
+if {kind!r} == "reward":
+    started = time.perf_counter()
+    result = train_reward_model({BASE!r}, Path({str(model_dir)!r}), rows, [], Path({str(out)!r}), RewardOptions(max_steps={steps}), progress=False)
+    metrics = dict(result.metrics)
+else:
+    metrics = run(PreferenceSpec(method="dpo", base_model={BASE!r}, model_dir={str(model_dir)!r}, parent_adapter={str(adapter)!r},
+                                 rows_path={str(rows_path)!r}, out_dir={str(out)!r}, max_steps={steps}, progress=False))
+metrics["peak_rss_mb"] = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print("RESULT", json.dumps(metrics))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+    if line is None:
+        raise SystemExit(proc.stderr[-3000:])
+    return json.loads(line[7:])
+
+
+def full_run(factory, model_dir: Path, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    from advisor.data.store import PreloadedMarketStore
+    from db.engine import session_scope
+    from rlhf.loop import LoopOptions, run_loop
+    from rlhf.profiles import ARCHETYPES, save_profile
+
+    with factory() as session:
+        tickers = tuple(PreloadedMarketStore(session).tickers()[:30])
+    with session_scope(factory) as session:
+        save_profile(session, "bench-user", ARCHETYPES["moderate"])
+    options = LoopOptions(train_period=(date(2014, 10, 1), date(2015, 2, 20)), eval_period=(date(2015, 3, 2), date(2015, 3, 31)),
+                          tickers=tickers, train_prompts=600, eval_prompts=120, candidates=2, rm_steps=30, dpo_steps=30)
+    started = time.perf_counter()
+    result = run_loop(factory, model_dir, BASE, "bench-user", options, data_dir)
+    elapsed = time.perf_counter() - started
+    u = result.report.utility
+    print(f"full rlhf run (30 tickers x 20 weeks, K=2, 4 held-out weeks): {elapsed / 60:.1f} min; {result.counts}; "
+          f"held-out utility tuned {u['tuned']['value']:.5f} vs parent {u['parent']['value']:.5f}; activated {result.activated}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
+    parser.add_argument("--model-dir", type=Path, default=REPO / "var" / "models")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--full", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        factory = prepare(tmp, args.bundle, args.model_dir)
+        adapter = sft_adapter(factory, args.model_dir)
+        from rlhf.train_pref import write_rows
+
+        rows_path = write_rows(pairs(factory, 4 * args.steps), tmp / "pairs.jsonl")
+        for kind in ("reward", "dpo"):
+            m = child(kind, rows_path, adapter, tmp / kind, args.steps, args.model_dir)
+            print(f"{kind}: {m['steps']} steps of batch 2 at ~800 tokens: {m['seconds_per_step']} s/step, peak RSS {m['peak_rss_mb']} MB"
+                  + (f", loss {m.get('first_loss')} -> {m.get('last_loss')}" if kind == "dpo" else f", train pair accuracy {m.get('train_accuracy')}"))
+        if args.full:
+            full_run(factory, args.model_dir, tmp)
+
+
+if __name__ == "__main__":
+    main()
