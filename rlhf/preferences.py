@@ -211,3 +211,26 @@ def feedback_counts(session: Session, user: User) -> dict[str, int]:
         counts[f"{source}_{kind}"] = counts.get(f"{source}_{kind}", 0) + 1
     return counts
 
+
+
+def pending_pairs(session: Session, user: User, limit: int = 5) -> list[tuple[Forecast, Forecast]]:
+    """Pairs of distinct candidate views (one prompt) the user can see and has not judged yet."""
+    from advisor.forecaster.queries import visible_to
+
+    judged = set()
+    for chosen, rejected in session.execute(
+        select(Preference.chosen_forecast_id, Preference.rejected_forecast_id).where(Preference.user_id == user.id, Preference.kind == "pair")
+    ).all():
+        judged.update({chosen, rejected})
+    rows = session.scalars(
+        select(Forecast).where(visible_to(user.id), Forecast.decoding["mode"].as_string() == "sample").order_by(Forecast.forecast_date.desc(), Forecast.id)
+    ).all()
+    pairs: list[tuple[Forecast, Forecast]] = []
+    for group in candidate_groups(rows):
+        distinct = [r for r in group if r.id not in judged]
+        distinct = [r for i, r in enumerate(distinct) if all(r.raw_text.strip() != o.raw_text.strip() for o in distinct[:i])]
+        if len(distinct) >= 2:
+            pairs.append((distinct[0], distinct[1]))
+        if len(pairs) >= limit:
+            break
+    return pairs

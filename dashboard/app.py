@@ -1,0 +1,27 @@
+"""The personal advisor in the browser: ``streamlit run dashboard/app.py -- --data-dir var``.
+
+One page per task; each page starts with ``dashboard.state.setup()`` (runtime + the sidebar user selector),
+and every page shows only the selected user's data.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `streamlit run` puts dashboard/ first, not the repository
+    sys.path.insert(0, str(ROOT))
+
+st.set_page_config(page_title="Robo-advisor", layout="wide")
+pages = [
+    st.Page("pages/profile.py", title="Profile", icon="🧭", url_path="profile", default=True),
+    st.Page("pages/views.py", title="Views", icon="📰", url_path="views"),
+    st.Page("pages/feedback.py", title="Feedback", icon="👍", url_path="feedback"),
+    st.Page("pages/backtest.py", title="Backtest", icon="📈", url_path="backtest"),
+    st.Page("pages/trading.py", title="Paper trading", icon="💼", url_path="trading"),
+    st.Page("pages/models.py", title="Models", icon="🧠", url_path="models"),
+]
+st.navigation(pages).run()

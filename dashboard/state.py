@@ -1,0 +1,155 @@
+"""What every page needs: the runtime (settings from the command line or environment), the selected user,
+the model for that user, and friendly stops for an empty database. No page logic lives here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import streamlit as st
+from sqlalchemy import select
+
+from advisor.config import load_settings
+from advisor.data.queries import store_summary
+from advisor.errors import AdvisorError
+from advisor.runtime import Runtime
+from db.models import RiskProfile, User
+
+USER_KEY = "advisor_user"
+
+
+def _argv_settings() -> dict[str, Any]:
+    """``streamlit run dashboard/app.py -- --data-dir var --db-url ...`` (unknown flags ignored)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--config")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--db-url")
+    parser.add_argument("--model-dir")
+    known, _ = parser.parse_known_args(sys.argv[1:])
+    return {"config": known.config, "data_dir": known.data_dir, "database_url": known.db_url, "model_dir": known.model_dir}
+
+
+@st.cache_resource(show_spinner=False)
+def _runtime(config: str | None, data_dir: str | None, database_url: str | None, model_dir: str | None, env_key: str) -> Runtime:
+    settings = load_settings(config, data_dir=data_dir, database_url=database_url, model_dir=model_dir)
+    return Runtime(settings)
+
+
+def runtime() -> Runtime:
+    import os
+
+    args = _argv_settings()
+    env_key = "|".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("ADVISOR_"))
+    rt = _runtime(args["config"], args["data_dir"], args["database_url"], args["model_dir"], env_key)
+    if not rt.database_is_current():
+        st.error(f"The database at {rt.settings.resolved_database_url} is not initialised. Run `advisor init` (or `make demo`) first.")
+        st.stop()
+    return rt
+
+
+def users(rt: Runtime) -> list[str]:
+    with rt.session() as session:
+        return list(session.scalars(select(User.name).order_by(User.name)))
+
+
+def user_selector(rt: Runtime) -> None:
+    """Sidebar: choose a user or create one. Every page reads only this user's data."""
+    names = users(rt)
+    with st.sidebar:
+        st.markdown("### Who is using the advisor?")
+        if names:
+            current = st.session_state.get(USER_KEY)
+            index = names.index(current) if current in names else 0
+            st.session_state[USER_KEY] = st.selectbox("User", names, index=index, key="user_select")
+        else:
+            st.caption("No users yet: create one below.")
+            st.session_state[USER_KEY] = None
+        with st.form("new_user"):
+            name = st.text_input("New user name")
+            if st.form_submit_button("Create user") and name.strip():
+                from rlhf.profiles import ensure_user
+
+                with rt.session() as session:
+                    ensure_user(session, name.strip())
+                st.session_state[USER_KEY] = name.strip()
+                st.rerun()
+
+
+def current_user(rt: Runtime) -> User | None:
+    name = st.session_state.get(USER_KEY)
+    if not name:
+        return None
+    with rt.session() as session:
+        return session.scalar(select(User).where(User.name == name))
+
+
+def require_user(rt: Runtime) -> User:
+    user = current_user(rt)
+    if user is None:
+        st.info("Choose or create a user in the sidebar to begin.")
+        st.stop()
+    return user
+
+
+def current_profile(rt: Runtime, user: User) -> RiskProfile | None:
+    with rt.session() as session:
+        return session.scalar(select(RiskProfile).where(RiskProfile.user_id == user.id).order_by(RiskProfile.version.desc()))
+
+
+def require_profile(rt: Runtime, user: User) -> RiskProfile:
+    profile = current_profile(rt, user)
+    if profile is None:
+        st.info(f"{user.name} has no risk profile yet: answer the questionnaire on the **Profile** page first.")
+        st.stop()
+    return profile
+
+
+def require_market_data(rt: Runtime) -> None:
+    with rt.session() as session:
+        summary = store_summary(session)
+    if summary.bars == 0:
+        st.warning(
+            "There is no market data yet. Import the offline bundle with `advisor data import ../shared/data/stocknet` "
+            "(or run `make demo`), or sync live data with `advisor data sync --tickers AAPL --start 2024-01-01`."
+        )
+        st.stop()
+
+
+@st.cache_resource(show_spinner=False)
+def _handle(base_model: str, model_dir: str, adapter: str | None) -> Any:
+    from pathlib import Path
+
+    from advisor.forecaster.loading import ModelSpec, load_model
+
+    return load_model(ModelSpec(base=base_model, adapter=Path(adapter) if adapter else None), Path(model_dir))
+
+
+def user_model(rt: Runtime, user: User) -> tuple[Any, Any]:
+    """The user's serving model (active adapter, else the shared SFT adapter, else the base), loaded once."""
+    from advisor.forecaster.loading import ModelSpec, load_model
+    from advisor.forecaster.versions import serving_version
+
+    model_dir = rt.settings.resolved_model_dir
+    base = load_model(ModelSpec(base=rt.settings.base_model), model_dir)
+    with rt.session() as session:
+        version = serving_version(session, user.id, base.base.fingerprint)
+    adapter = version.adapter_path if version is not None else None
+    return _handle(rt.settings.base_model, str(model_dir), adapter), version
+
+
+def setup() -> Runtime:
+    """What each page calls first: the runtime and the sidebar user selector (rendered by every page so it
+    is always there, whichever page a visitor lands on)."""
+    rt = runtime()
+    user_selector(rt)
+    st.sidebar.caption(f"database: {rt.settings.resolved_database_url}")
+    return rt
+
+
+def show_error(exc: Exception) -> None:
+    """A readable message for anything the user can fix; never a traceback."""
+    if isinstance(exc, AdvisorError):
+        st.error(str(exc))
+    else:
+        st.error(f"Something went wrong: {type(exc).__name__}: {exc}")
