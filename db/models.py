@@ -406,12 +406,13 @@ class Order(Base):
 
     __tablename__ = "orders"
     __table_args__ = (
+        UniqueConstraint("broker", "client_order_id"),  # ids are unique per broker account, as brokers enforce them
         CheckConstraint("side IN ('buy', 'sell')", name="side_valid"),
         Index("ix_orders_user_status", "user_id", "status"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    client_order_id: Mapped[str] = mapped_column(String(128), unique=True)
+    client_order_id: Mapped[str] = mapped_column(String(128))
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     broker: Mapped[str] = mapped_column(String(16))
     decision_week: Mapped[date | None] = mapped_column(Date)

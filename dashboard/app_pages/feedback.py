@@ -1,0 +1,130 @@
+"""Feedback: choose between two views of the same prompt, thumbs on views, and tuning runs."""
+
+from datetime import date
+
+import pandas as pd
+import streamlit as st
+
+from advisor.data.store import SqlMarketStore
+from advisor.forecaster.generation import Decoding
+from advisor.forecaster.queries import view_cards, view_weeks
+from advisor.forecaster.service import Personalisation, WindowConfig, forecast_windows
+from advisor.forecaster.views import parse_view
+from dashboard.state import require_market_data, require_profile, require_user, setup, show_error, user_model
+from rlhf import jobs
+from rlhf.preferences import feedback_counts, pending_pairs, record_choice, record_rating
+from rlhf.profiles import get_user
+
+rt = setup()
+require_market_data(rt)
+user = require_user(rt)
+profile = require_profile(rt, user)
+st.title("Which views do you prefer?")
+
+with rt.session() as session:
+    counts = feedback_counts(session, get_user(session, user.name))
+st.caption("Feedback so far: " + (", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(counts.items())) or "none yet"))
+
+
+def show_view(title: str, raw_text: str) -> None:
+    view = parse_view(raw_text)
+    st.markdown(f"#### {title}")
+    if view.is_signal:
+        st.markdown(f"**Prediction: {view.prediction_text}**")
+        st.markdown("**Positives**\n" + "\n".join(f"- {p}" for p in view.positives))
+        st.markdown("**Concerns**\n" + "\n".join(f"- {c}" for c in view.concerns))
+        st.markdown(f"**Analysis:** {view.analysis}")
+    else:
+        st.warning(f"Did not parse: {view.error}")
+        st.code(raw_text[:500] or "(empty)")
+
+
+st.subheader("A / B")
+with rt.session() as session:
+    pairs = pending_pairs(session, get_user(session, user.name), limit=1)
+    pair = [(a.id, a.raw_text, a.ticker, a.forecast_date, b.id, b.raw_text) for a, b in pairs]
+if pair:
+    a_id, a_text, ticker, day, b_id, b_text = pair[0]
+    st.caption(f"{ticker}, decision {day}: two candidate views of the same prompt")
+    left, right = st.columns(2)
+    with left:
+        show_view("View A", a_text)
+    with right:
+        show_view("View B", b_text)
+    with st.form("choice"):
+        choice = st.radio("Your choice", ["A is better", "B is better", "Both are bad"], key="choice_radio", horizontal=True)
+        comment = st.text_input("Comment (optional)", key="choice_comment")
+        if st.form_submit_button("Save my choice"):
+            code = {"A is better": "a", "B is better": "b", "Both are bad": "both_bad"}[choice]
+            try:
+                with rt.session() as session:
+                    record_choice(session, get_user(session, user.name), profile, a_id, b_id, code, comment or None)
+                st.success("Saved.")
+                st.rerun()
+            except Exception as exc:  # noqa: BLE001
+                show_error(exc)
+else:
+    st.info("No pair waiting. Make one: the advisor writes two candidate views for a ticker and week.")
+with st.expander("Make a new pair"):
+    with rt.session() as session:
+        tickers = SqlMarketStore(session).tickers()
+    ticker = st.selectbox("Ticker", tickers, key="pair_ticker")
+    day = st.date_input("Forecast date", value=date(2015, 6, 5), key="pair_date")
+    if st.button("Write two candidates", key="make_pair"):
+        try:
+            with st.spinner("generating two candidate views"):
+                handle, _ = user_model(rt, user)
+                with rt.session() as session:
+                    window = WindowConfig().build(SqlMarketStore(session), ticker, day)
+                    forecast_windows(session, handle, [window], Decoding(mode="sample", num_candidates=2, temperature=1.0),
+                                     who=Personalisation(user_id=user.id, profile_id=profile.id), progress=False)
+            st.rerun()
+        except Exception as exc:  # noqa: BLE001
+            show_error(exc)
+
+st.subheader("Thumbs")
+with rt.session() as session:
+    weeks = view_weeks(session, user.id)
+    cards = view_cards(session, user.id, weeks[0]) if weeks else []
+    items = [(c.forecast.id, c.forecast.ticker, c.forecast.forecast_date, c.view.prediction_text or "unparsed") for c in cards[:6]]
+if not items:
+    st.caption("No views to rate yet (see the Views page).")
+for forecast_id, ticker, day, prediction in items:
+    cols = st.columns([3, 1])
+    cols[0].markdown(f"**{ticker}** {day}: {prediction}")
+    with cols[1]:
+        rating = st.feedback("thumbs", key=f"thumb_{forecast_id}")
+    if rating is not None and st.session_state.get(f"rated_{forecast_id}") != rating:
+        try:
+            with rt.session() as session:
+                record_rating(session, get_user(session, user.name), profile, forecast_id, 1 if rating == 1 else -1)
+            st.session_state[f"rated_{forecast_id}"] = rating
+            st.toast(f"Saved your rating of {ticker}")
+        except Exception as exc:  # noqa: BLE001
+            show_error(exc)
+
+st.subheader("Tune my model")
+st.caption("Runs `advisor rlhf run` for you in the background: candidates, outcome labels plus your feedback, reward model and DPO, "
+           "then a comparison with the current model on later weeks. It takes minutes.")
+if st.button("Start a tuning run", key="start_tuning"):
+    job = jobs.start_tuning(rt.settings.data_dir, rt.settings.resolved_database_url, user.name)
+    st.success(f"Started (process {job.pid}). Progress below.")
+
+
+@st.fragment(run_every="5s")
+def progress() -> None:
+    with rt.session() as session:
+        runs = jobs.training_runs(session, user.id)
+        rows = [{"run": r.id, "kind": r.kind, "status": r.status, "started": r.started_at.strftime("%H:%M:%S"),
+                 "error": r.error or ""} for r in runs]
+    if rows:
+        st.dataframe(pd.DataFrame(rows), hide_index=True)
+        latest = rows[0]
+        if latest["status"] == "failed":
+            st.error(f"The latest run ({latest['kind']}, run {latest['run']}) failed: {latest['error']}. Your active model is unchanged.")
+    log = jobs.latest_log(rt.settings.data_dir, user.name)
+    if log:
+        st.code(jobs.tail(log) or "(starting…)")
+
+
+progress()
