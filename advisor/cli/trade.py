@@ -138,13 +138,18 @@ def status_command(ctx: typer.Context, user: str = typer.Option(...), broker: st
 
 
 @app.command("kill")
-def kill_command(ctx: typer.Context, user: str = typer.Option(...), broker: str | None = typer.Option(None)) -> None:
+def kill_command(
+    ctx: typer.Context,
+    user: str = typer.Option(...),
+    broker: str | None = typer.Option(None),
+    as_of: str | None = typer.Option(None, "--as-of", help="The historical week the local broker is trading (simulated clock)."),
+) -> None:
     """Kill switch: cancel the user's open orders and stop the loop (until --resume)."""
     from advisor.trading.bot import kill
 
     rt = runtime(ctx)
     ensure_database(rt)
     user_id, params = _user(rt, user)
-    paper = _broker(rt, broker, user_id, params.max_weight, None)
+    paper = _broker(rt, broker, user_id, params.max_weight, as_of)
     canceled = kill(rt.session_factory, paper, user_id)
     console.print(f"kill switch on for {user} ({paper.name}): {len(canceled)} open orders canceled")

@@ -10,12 +10,15 @@ One run (``run_once``):
      active model version) -> target weights with the same portfolio function as the backtest ->
      difference with the broker's positions -> orders (sells first; whole shares where the broker has
      no fractional trading; below the minimum notional skipped). A sign flip is a close then an open.
+     A week with no view at all plans nothing (it is not a signal to sell everything).
   4. **Write intents first**, each with a deterministic client order id
      ``rb-u{user}-{week}-{ticker}-{side}-{sequence}``, in one transaction, before anything is sent.
+     A planned order whose id the broker already has (adopted in step 2: placed by a process that
+     crashed before recording it) is that order: it is claimed for the week and not sent again.
   5. **Send.** A temporary failure is never retried blindly: the order is looked up by client id;
      found means it was placed; confirmed absent means it may be sent once more. A duplicate id means
      the broker already has it (adopt it). A rejection (or a safety cap) is recorded and the run goes
-     on; an operational error stops the run.
+     on (also when the one send after a confirmed absence is refused); an operational error stops the run.
   6. **Poll** until every order is final or the poll time is over; record fills and mirror positions.
 A second run for the same week sends nothing new. ``dry_run`` returns the plan and sends and records no order.
 Every decision is logged as a :class:`db.models.BotEvent`.
@@ -250,6 +253,11 @@ class RebalanceBot:
                 bars = store.bars(ticker, as_of, start=week - timedelta(days=120)) if store.date_range(ticker) else None
                 vols[ticker] = trailing_daily_volatility(bars["adj_close"]) if bars is not None and len(bars) else None
                 prices[ticker] = float(bars["close"].iloc[-1]) if bars is not None and len(bars) else None
+        if not any(v is not None for v in views.values()):
+            # No view at all for the week (not forecast yet): that is missing data, not a call to sell
+            # everything. Nothing is planned or recorded, so a later run, once the views exist, trades.
+            report.messages.append(f"no views for week {week}: nothing planned, positions left as they are (forecast the week first)")
+            return []
         missing = [t for t, v in views.items() if v is None]
         if missing:
             report.messages.append(f"no usable view this week for {', '.join(missing)}: no position")
@@ -292,19 +300,32 @@ class RebalanceBot:
     # ------------------------------------------------------------------ send and poll
 
     def write_intents(self, week: date, trades: list[PlannedTrade]) -> list[int]:
+        """Record the plan as intents; returns the ids to send (an order the broker already has is not among them)."""
         ids = []
+        claimed = []
         with session_scope(self.factory) as session:
             for trade in trades:
+                cid = client_order_id(self.user_id, week, trade.ticker, trade.side, trade.sequence)
+                intent = {"target_weight": trade.target_weight, "price_ref": trade.price, "current_qty": trade.current_qty,
+                          "notional_estimate": trade.notional}
+                existing = session.scalar(select(Order).where(Order.client_order_id == cid, Order.broker == self.broker.name))
+                if existing is not None and existing.adopted and existing.user_id == self.user_id:
+                    # The broker already holds an order with this trade's deterministic id (reconcile adopted it:
+                    # a process placed it, then crashed before its intent was recorded). It *is* this trade:
+                    # claim it for the week, keep the broker's quantity, and never send it a second time.
+                    existing.decision_week, existing.sequence, existing.adopted = week, trade.sequence, False
+                    existing.intent = {**intent, "adopted": True}
+                    claimed.append(cid)
+                    continue
                 row = Order(
-                    client_order_id=client_order_id(self.user_id, week, trade.ticker, trade.side, trade.sequence),
-                    user_id=self.user_id, broker=self.broker.name, decision_week=week, ticker=trade.ticker, side=trade.side.value,
-                    sequence=trade.sequence, qty=trade.qty, status="intent",
-                    intent={"target_weight": trade.target_weight, "price_ref": trade.price, "current_qty": trade.current_qty,
-                            "notional_estimate": trade.notional},
+                    client_order_id=cid, user_id=self.user_id, broker=self.broker.name, decision_week=week, ticker=trade.ticker,
+                    side=trade.side.value, sequence=trade.sequence, qty=trade.qty, status="intent", intent=intent,
                 )
                 session.add(row)
                 session.flush()
                 ids.append(row.id)
+        for cid in claimed:
+            self.log(f"{cid} was already at the broker: claimed for week {week}, not sent again", "warning")
         return ids
 
     def send(self, order_id: int, report: RunReport) -> None:
@@ -314,12 +335,13 @@ class RebalanceBot:
             assert row is not None
             request = OrderRequest(row.client_order_id, row.ticker, Side(row.side), qty=row.qty)
         try:
-            found = self.broker.submit_order(request)
-        except DuplicateClientOrderIdError:
-            found = self.broker.get_order_by_client_id(request.client_order_id)
-            self.log(f"{request.client_order_id} already at the broker: adopted its state", "warning")
-        except TemporaryBrokerError as exc:
-            found = self._resolve_after_failure(request, exc)
+            try:
+                found = self.broker.submit_order(request)
+            except DuplicateClientOrderIdError:
+                found = self.broker.get_order_by_client_id(request.client_order_id)
+                self.log(f"{request.client_order_id} already at the broker: adopted its state", "warning")
+            except TemporaryBrokerError as exc:
+                found = self._resolve_after_failure(request, exc)  # its one send after a confirmed absence may be refused
         except OrderRejectedError as exc:
             with session_scope(self.factory) as session:
                 row = session.get(Order, order_id)

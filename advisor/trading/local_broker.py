@@ -120,7 +120,7 @@ class LocalPaperBroker(Broker):
     def submit_order(self, request: OrderRequest) -> BrokerOrder:
         now = self.clock()
         with session_scope(self.factory) as session:
-            row = session.scalar(select(Order).where(Order.client_order_id == request.client_order_id))
+            row = session.scalar(select(Order).where(Order.client_order_id == request.client_order_id, Order.broker == BROKER))
             if row is not None and row.broker_order_id is not None:
                 raise DuplicateClientOrderIdError(request.client_order_id)
             if session.get(Company, request.ticker) is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -26,17 +28,31 @@ PARAMS = RiskParams(risk_aversion=2.0, max_weight=0.3, max_gross=1.0, cash_buffe
 WEEK = date(2014, 5, 9)
 
 
-@pytest.fixture
-def trading_db(tmp_path: Path) -> sessionmaker[Session]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'trade.db'}")
+@pytest.fixture(scope="session")
+def trading_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    """The market, the views and the user, built once per session; each test gets a copy (fast)."""
+    root = tmp_path_factory.mktemp("trading-template")
+    engine = make_engine(f"sqlite:///{root / 'trade.db'}")
     upgrade(engine)
     factory = make_session_factory(engine)
-    import_bundle(factory, make_bundle(tmp_path / "bundle", tickers=("AAA", "BBB", "CCC", "DDD"), start=date(2013, 10, 1), end=date(2014, 9, 30), tweets_per_session=0), progress=False)
+    import_bundle(factory, make_bundle(root / "bundle", tickers=("AAA", "BBB", "CCC", "DDD"), start=date(2013, 10, 1), end=date(2014, 9, 30), tweets_per_session=0), progress=False)
     version_id = write_views(factory, date(2014, 3, 1), date(2014, 8, 29), seed=3)
+    with session_scope(factory) as session:
+        session.add(User(name="trader"))
+    engine.dispose()
+    return root / "trade.db", version_id
+
+
+@pytest.fixture
+def trading_db(tmp_path: Path, trading_template: tuple[Path, int]) -> sessionmaker[Session]:
+    template, version_id = trading_template
+    with closing(sqlite3.connect(template)) as source, closing(sqlite3.connect(tmp_path / "trade.db")) as target:
+        source.backup(target)  # a consistent copy, WAL included
+    engine = make_engine(f"sqlite:///{tmp_path / 'trade.db'}")
+    factory = make_session_factory(engine)
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     with session_scope(factory) as session:
-        session.add(User(name="trader"))
         session.get(ModelVersion, version_id).adapter_path = str(adapter)
     return factory
 

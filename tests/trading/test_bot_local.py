@@ -124,3 +124,15 @@ def test_unknown_broker_orders_are_adopted_and_stale_intents_expire(trading_db) 
     with trading_db() as session:
         adopted = session.scalar(select(Order).where(Order.client_order_id == "placed-by-hand"))
         assert adopted.adopted and adopted.status == "filled"
+
+
+def test_client_order_ids_are_unique_per_broker_account(trading_db) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    cid = client_order_id(1, WEEK, "AAA", Side.BUY, 0)
+    with trading_db() as session:
+        session.add_all([Order(client_order_id=cid, user_id=1, broker=b, ticker="AAA", side="buy", qty=1) for b in ("local", "alpaca")])
+        session.commit()
+        session.add(Order(client_order_id=cid, user_id=1, broker="local", ticker="AAA", side="buy", qty=1))
+        with pytest.raises(IntegrityError):
+            session.commit()
