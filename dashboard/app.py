@@ -16,12 +16,14 @@ if str(ROOT) not in sys.path:  # `streamlit run` puts dashboard/ first, not the 
     sys.path.insert(0, str(ROOT))
 
 st.set_page_config(page_title="Robo-advisor", layout="wide")
+# The page scripts live in app_pages/, not pages/: with a pages/ folder beside this file Streamlit starts in its
+# old folder-based mode, and a first request to a deep link (/views) never runs this file (no navigation, no layout).
 pages = [
-    st.Page("pages/profile.py", title="Profile", icon="🧭", url_path="profile", default=True),
-    st.Page("pages/views.py", title="Views", icon="📰", url_path="views"),
-    st.Page("pages/feedback.py", title="Feedback", icon="👍", url_path="feedback"),
-    st.Page("pages/backtest.py", title="Backtest", icon="📈", url_path="backtest"),
-    st.Page("pages/trading.py", title="Paper trading", icon="💼", url_path="trading"),
-    st.Page("pages/models.py", title="Models", icon="🧠", url_path="models"),
+    st.Page("app_pages/profile.py", title="Profile", icon="🧭", url_path="profile", default=True),
+    st.Page("app_pages/views.py", title="Views", icon="📰", url_path="views"),
+    st.Page("app_pages/feedback.py", title="Feedback", icon="👍", url_path="feedback"),
+    st.Page("app_pages/backtest.py", title="Backtest", icon="📈", url_path="backtest"),
+    st.Page("app_pages/trading.py", title="Paper trading", icon="💼", url_path="trading"),
+    st.Page("app_pages/models.py", title="Models", icon="🧠", url_path="models"),
 ]
 st.navigation(pages).run()

@@ -15,7 +15,7 @@ from rlhf.profiles import ARCHETYPES, save_profile
 from tests.dashboard.conftest import APP
 from tests.rlhf.conftest import add_candidates
 
-PAGES = ["pages/profile.py", "pages/views.py", "pages/feedback.py", "pages/backtest.py", "pages/trading.py", "pages/models.py"]
+PAGES = [f"app_pages/{name}.py" for name in ("profile", "views", "feedback", "backtest", "trading", "models")]
 
 
 def app() -> AppTest:
@@ -71,7 +71,7 @@ def test_creating_a_user_and_answering_the_questionnaire(dash) -> None:
         assert profile.label == "aggressive" and profile.answers == ARCHETYPES["aggressive"]
 
 
-@pytest.mark.parametrize("page", ["pages/feedback.py", "pages/trading.py"])
+@pytest.mark.parametrize("page", ["app_pages/feedback.py", "app_pages/trading.py"])
 def test_a_user_without_a_profile_is_told_to_answer_first(dash, page: str) -> None:
     with_user(dash, "noprof", None)
     at = as_user(app(), "noprof")
@@ -83,7 +83,7 @@ def test_a_user_without_a_profile_is_told_to_answer_first(dash, page: str) -> No
 def test_views_page_shows_cards_and_generates_new_views(dash) -> None:
     with_user(dash)
     at = as_user(app(), "ann")
-    at.switch_page("pages/views.py").run()
+    at.switch_page("app_pages/views.py").run()
     assert_clean(at)
     assert "Prediction:" in texts(at) and "tiny-sft" in texts(at)
     at.multiselect(key="gen_tickers").set_value(["AAA"])
@@ -99,7 +99,7 @@ def test_feedback_choice_and_thumbs_are_stored_at_once(dash) -> None:
     with_user(dash)
     ids = add_candidates(dash.factory, ["Up by 1-2%", "Down by 2-3%"], day=date(2014, 5, 9))
     at = as_user(app(), "ann")
-    at.switch_page("pages/feedback.py").run()
+    at.switch_page("app_pages/feedback.py").run()
     assert_clean(at)
     assert "View A" in texts(at) and "View B" in texts(at)
     at.radio(key="choice_radio").set_value("B is better")
@@ -124,7 +124,7 @@ def test_a_failed_tuning_run_is_a_readable_message(dash) -> None:
         ann = session.scalar(select(User).where(User.name == "ann"))
         session.add(TrainingRun(kind="dpo", status="failed", user_id=ann.id, error="TooFewPreferencesError: too little feedback"))
     at = as_user(app(), "ann")
-    at.switch_page("pages/feedback.py").run()
+    at.switch_page("app_pages/feedback.py").run()
     assert_clean(at)
     assert "failed: TooFewPreferencesError: too little feedback" in texts(at) and "active model is unchanged" in texts(at)
 
@@ -132,7 +132,7 @@ def test_a_failed_tuning_run_is_a_readable_message(dash) -> None:
 def test_backtest_page_runs_and_stores_and_reports_bad_periods(dash) -> None:
     with_user(dash)
     at = as_user(app(), "ann")
-    at.switch_page("pages/backtest.py").run()
+    at.switch_page("app_pages/backtest.py").run()
     assert_clean(at)
     assert "No backtests yet" in texts(at)
     at.date_input(key="bt_start").set_value(date(2014, 4, 1))
@@ -152,7 +152,7 @@ def test_backtest_page_runs_and_stores_and_reports_bad_periods(dash) -> None:
 def test_trading_page_previews_confirms_and_kills(dash) -> None:
     with_user(dash)
     at = as_user(app(), "ann")
-    at.switch_page("pages/trading.py").run()
+    at.switch_page("app_pages/trading.py").run()
     assert_clean(at)
     at.date_input(key="as_of").set_value(date(2014, 5, 9))
     at.run()
@@ -175,7 +175,7 @@ def test_broker_errors_are_messages_not_tracebacks(dash, monkeypatch) -> None:
     with_user(dash)
     monkeypatch.setenv("ADVISOR_BROKER__KIND", "alpaca")
     at = as_user(app(), "ann")
-    at.switch_page("pages/trading.py").run()
+    at.switch_page("app_pages/trading.py").run()
     at.toggle(key="historical").set_value(False).run()
     assert_clean(at)
     assert "Alpaca paper keys are missing" in texts(at)
@@ -184,7 +184,7 @@ def test_broker_errors_are_messages_not_tracebacks(dash, monkeypatch) -> None:
 def test_models_page_activates_and_rolls_back(dash) -> None:
     with_user(dash)
     at = as_user(app(), "ann")
-    at.switch_page("pages/models.py").run()
+    at.switch_page("app_pages/models.py").run()
     assert_clean(at)
     assert "tiny-sft" in at.dataframe[0].value["name"].tolist()
     at.button(key="rollback").click().run()
@@ -201,7 +201,6 @@ def test_one_users_data_never_shows_on_anothers_pages(dash) -> None:
     with_user(dash, "bob", "aggressive")
     with session_scope(dash.factory) as session:
         bob = session.scalar(select(User).where(User.name == "bob"))
-        ann = session.scalar(select(User).where(User.name == "ann"))
         private = session.scalars(select(Forecast).where(Forecast.ticker == "CCC", Forecast.forecast_date == date(2014, 8, 29))).one()
         private.user_id = bob.id
         private.raw_text = private.raw_text.replace("Demand looks strong.", "BOB-ONLY-SECRET view.")
@@ -215,5 +214,5 @@ def test_one_users_data_never_shows_on_anothers_pages(dash) -> None:
         shown = texts(at) + "".join(str(d.value) for d in at.dataframe)
         assert "BOB-ONLY-SECRET" not in shown and "bob-group" not in shown and "Up by 4-5%" not in shown, page
     at = as_user(at, "bob")
-    at.switch_page("pages/views.py").run()
+    at.switch_page("app_pages/views.py").run()
     assert "BOB-ONLY-SECRET" in texts(at)
