@@ -77,6 +77,28 @@ class LoopOptions:
 
 
 @dataclass
+class LoopContext:
+    """What the training, evaluation and registration steps share."""
+
+    factory: sessionmaker[Session]
+    model_dir: Path
+    base_model: str
+    user_name: str
+    options: LoopOptions
+    data_dir: Path
+    console: Console
+    user_id: int
+    profile_id: int
+    profile_version: int
+    params: RiskParams
+    parent: Any  # ModelHandle of the parent adapter
+    parent_id: int
+    parent_key: str
+    eval_windows: list[ForecastWindow]
+    counts: dict[str, int]
+
+
+@dataclass
 class LoopResult:
     user: str
     profile_version: int
@@ -179,11 +201,10 @@ def run_loop(
         session.flush()
         reward_run_id, policy_run_id = reward_run.id, policy_run.id
         runs = [reward_run_id, policy_run_id]
+    context = LoopContext(factory, model_dir, base_model, user_name, options, data_dir, console, user_id, profile_id,
+                          profile_version, params, parent, parent_id, parent_key, eval_windows, counts)
     try:
-        return _train_evaluate_register(
-            factory, model_dir, base_model, user_name, options, data_dir, console, method, train_rows, pairs, parent,
-            parent_id, parent_key, user_id, profile_id, profile_version, params, eval_windows, counts, reward_run_id, policy_run_id,
-        )
+        return _train_evaluate_register(context, method, train_rows, pairs, reward_run_id, policy_run_id)
     except BaseException as exc:
         with session_scope(factory) as session:
             for run_id in runs:
@@ -194,9 +215,10 @@ def run_loop(
 
 
 def _train_evaluate_register(
-    factory, model_dir, base_model, user_name, options, data_dir, console, method, train_rows, pairs, parent,
-    parent_id, parent_key, user_id, profile_id, profile_version, params: RiskParams, eval_windows, counts, reward_run_id, policy_run_id,
-) -> LoopResult:  # type: ignore[no-untyped-def]
+    c: LoopContext, method: str, train_rows: list[dict[str, Any]], pairs: Any, reward_run_id: int, policy_run_id: int
+) -> LoopResult:
+    factory, model_dir, base_model, user_name, options, console = c.factory, c.model_dir, c.base_model, c.user_name, c.options, c.console
+    parent, parent_id, user_id, profile_id = c.parent, c.parent_id, c.user_id, c.profile_id
     stamp = utcnow().strftime("%Y%m%dT%H%M%S")
     adapters = model_dir / "adapters"
     reward = None
@@ -234,9 +256,10 @@ def _train_evaluate_register(
     spec.save(out_dir / "spec.json")
     metrics = train_preferences(spec)
     write_adapter_meta(out_dir, base_model=base_model, base_fingerprint=parent.base.fingerprint,
-                       extra={"kind": method, "name": f"{method}-{user_name}-{stamp}", "parent_key": parent_key})
+                       extra={"kind": method, "name": f"{method}-{user_name}-{stamp}", "parent_key": c.parent_key})
     tuned = load_model(ModelSpec(base=base_model, adapter=out_dir), model_dir)
 
+    eval_windows = c.eval_windows
     console.print(f"[5/5] evaluating tuned vs parent on {len(eval_windows)} held-out windows")
     greedy = Decoding(max_new_tokens=options.max_new_tokens)
     with session_scope(factory) as session:
@@ -247,9 +270,9 @@ def _train_evaluate_register(
         parent_views = [g[0].forecast for g in forecast_windows(session, parent, eval_windows, greedy, PromptConfig())]
         user = get_user(session, user_name)
         profile = require_profile(session, user)
-        report = ComparisonReport(user_name, f"{profile.label} v{profile_version}", options.eval_period, {"tuned": tuned_id, "parent": parent_id})
+        report = ComparisonReport(user_name, f"{profile.label} v{c.profile_version}", options.eval_period, {"tuned": tuned_id, "parent": parent_id})
         compare(session, PreloadedMarketStore(session), profile, eval_windows, tuned_views, parent_views, pairs.eval, tuned, parent, reward, report)
-    report.backtest = _backtests(factory, data_dir, params, options, user_id, profile_id, tuned_id, parent_id, sorted({w.ticker for w in eval_windows}), profile_version)
+    report.backtest = _backtests(c, tuned_id, sorted({w.ticker for w in eval_windows}))
 
     activated = report.tuned_beats_parent or options.force_activate
     with session_scope(factory) as session:
@@ -265,21 +288,23 @@ def _train_evaluate_register(
             activate(session, user, tuned_id, reason)
         else:
             report.notes.append("not activated: the tuned adapter did not beat its parent on held-out utility (use --force to activate anyway)")
-    paths = _write(report, data_dir / "reports", f"rlhf-{user_name}-{stamp}")
-    return LoopResult(user_name, profile_version, parent_id, tuned_id, reward_version_id, method, activated, report, counts, paths, [reward_run_id, policy_run_id])
+    paths = _write(report, c.data_dir / "reports", f"rlhf-{user_name}-{stamp}")
+    return LoopResult(user_name, c.profile_version, parent_id, tuned_id, reward_version_id, method, activated, report, c.counts, paths,
+                      [reward_run_id, policy_run_id])
 
 
-def _backtests(factory, data_dir, params, options, user_id, profile_id, tuned_id, parent_id, tickers, profile_version) -> dict[str, dict[str, Any]]:  # type: ignore[no-untyped-def]
+def _backtests(c: LoopContext, tuned_id: int, tickers: list[str]) -> dict[str, dict[str, Any]]:
+    """The tuned and the parent model's views backtested with the user's profile over the held-out weeks."""
     from backtest.runner import BacktestInputError, BacktestRequest, run_backtest
 
     out: dict[str, dict[str, Any]] = {}
-    for name, version_id, owner in (("tuned", tuned_id, user_id), ("parent", parent_id, None)):
+    for name, version_id, owner in (("tuned", tuned_id, c.user_id), ("parent", c.parent_id, None)):
         request = BacktestRequest(
-            start=options.eval_period[0], end=options.eval_period[1], params=params, profile_label=f"user profile v{profile_version}",
-            model_version_id=version_id, tickers=tuple(tickers), user_id=owner, profile_id=profile_id, references=False,
+            start=c.options.eval_period[0], end=c.options.eval_period[1], params=c.params, profile_label=f"user profile v{c.profile_version}",
+            model_version_id=version_id, tickers=tuple(tickers), user_id=owner, profile_id=c.profile_id, references=False,
         )
         try:
-            outcome = run_backtest(factory, request, data_dir / "charts")
+            outcome = run_backtest(c.factory, request, c.data_dir / "charts")
             out[name] = outcome.by_strategy()["views"].metrics | {"run_id": outcome.by_strategy()["views"].run_id}
         except BacktestInputError as exc:
             out[name] = {"error": str(exc)}
