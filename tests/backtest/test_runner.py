@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 from advisor.portfolio import RiskParams, preset
 from backtest.runner import BENCHMARK, BacktestInputError, BacktestRequest, run_backtest
 from db.models import BacktestEquity, BacktestPosition, BacktestRun, DailyBar, Forecast
-from tests.backtest.conftest import write_views
+
 
 
 def request_for(version: int | None, **kwargs) -> BacktestRequest:

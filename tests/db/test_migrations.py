@@ -10,7 +10,7 @@ from sqlalchemy import inspect, select, text
 
 from db.engine import make_engine, make_session_factory
 from db.migrate import current_revision, downgrade, head_revision, revisions, upgrade
-from db.models import Base, Company, DailyBar, TextItem, User
+from db.models import Base, Company, DailyBar, Fill, Order, TextItem, User
 
 
 def test_upgrade_from_empty_reaches_head_and_matches_the_orm(db_url: str) -> None:
@@ -78,4 +78,33 @@ def test_upgrade_twice_is_a_no_op(db_url: str) -> None:
     factory = make_session_factory(engine)
     with factory() as session:
         assert session.scalars(select(TextItem)).all() == []
+    engine.dispose()
+
+
+def test_upgrade_rebuilds_orders_while_fills_reference_them(db_url: str) -> None:
+    """0004 rebuilds ``orders`` on SQLite; fills pointing at orders must survive with foreign keys on."""
+    engine = make_engine(db_url)
+    upgrade(engine, "0003")
+    factory = make_session_factory(engine)
+    filled_at = datetime(2015, 6, 1, 13, 30, tzinfo=timezone.utc)
+    with factory() as session:
+        user = User(name="bob")
+        session.add(user)
+        session.flush()
+        order = Order(client_order_id="w1-AAPL-buy-0", user_id=user.id, broker="local", ticker="AAPL", side="buy", qty=3.0)
+        session.add(order)
+        session.flush()
+        session.add(Fill(order_id=order.id, broker_fill_id="f1", qty=3.0, price=100.0, filled_at=filled_at))
+        session.commit()
+    upgrade(engine)
+    assert current_revision(engine) == head_revision()
+    with factory() as session:
+        fill = session.scalars(select(Fill)).one()
+        assert (fill.order.client_order_id, fill.price) == ("w1-AAPL-buy-0", 100.0)
+        # The same id is now allowed at another broker, but still not twice at one broker.
+        session.add(Order(client_order_id="w1-AAPL-buy-0", user_id=fill.order.user_id, broker="alpaca", ticker="AAPL", side="buy", qty=3.0))
+        session.commit()
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     engine.dispose()
