@@ -6,6 +6,7 @@ second run finds the data already imported and says so).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -36,12 +37,12 @@ class DemoOptions:
     ticker: str = DEMO_TICKER
     on: date = DEMO_DATE
     tickers: tuple[str, ...] = DEMO_TICKERS
-    sft_steps: int = 30
-    eval_windows: int = 12
+    sft_steps: int = 20
+    eval_windows: int = 6
     retrain: bool = False
-    rlhf_train_prompts: int = 12
-    rlhf_eval_prompts: int = 8
-    rlhf_steps: int = 8
+    rlhf_train_prompts: int = 8
+    rlhf_eval_prompts: int = 4
+    rlhf_steps: int = 3
 
 
 @dataclass
@@ -61,6 +62,7 @@ class DemoContext:
 
 
 def run_demo(rt: Runtime, options: DemoOptions, console: Console) -> None:
+    _DEMO_STARTED[0] = time.monotonic()
     step_database(rt, console)
     if not step_import(rt, options, console):
         return
@@ -81,8 +83,13 @@ def run_demo(rt: Runtime, options: DemoOptions, console: Console) -> None:
     )
 
 
+_DEMO_STARTED = [time.monotonic()]
+
+
 def _heading(console: Console, text: str) -> None:
-    console.rule(f"[bold]{text}")
+    """A step heading with the time since the demo started (the demo must stay within 15 minutes)."""
+    elapsed = time.monotonic() - _DEMO_STARTED[0]
+    console.rule(f"[dim]{elapsed // 60:.0f}m{elapsed % 60:02.0f}s[/dim] [bold]{text}[/bold]")
 
 
 def step_database(rt: Runtime, console: Console) -> None:
@@ -169,7 +176,7 @@ def step_sft(rt: Runtime, options: DemoOptions, console: Console):  # type: igno
         console.print(f"targets use the {scorer.kind} sentiment scorer; {options.sft_steps} steps of batch 4")
         result = train_sft(
             rt.session_factory, model_dir,
-            SFTOptions(start=TRAIN_PERIOD[0], end=TRAIN_PERIOD[1], base_model=rt.settings.base_model, max_steps=options.sft_steps, check_prompts=12),
+            SFTOptions(start=TRAIN_PERIOD[0], end=TRAIN_PERIOD[1], base_model=rt.settings.base_model, max_steps=options.sft_steps, check_prompts=6),
             scorer, console=console,
         )
         adapter, metrics = result.adapter_path, result.metrics

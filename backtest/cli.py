@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 DEMO_ORDER = 100
-DEMO_PERIOD = (date(2015, 5, 1), date(2015, 7, 31))
+DEMO_PERIOD = (date(2015, 5, 15), date(2015, 6, 26))
 
 
 def resolve_profile(session: Any, spec: str) -> tuple[Any, str, int | None, int | None]:
@@ -101,7 +101,7 @@ def register_cli(app: typer.Typer) -> None:
         console.print(metrics_table(outcome))
         for note in outcome.notes:
             console.print(f"note: {note}")
-        console.print(f"stored as backtest runs {', '.join(str(r.run_id) for r in outcome.runs)} (group {outcome.group_key}); chart {outcome.chart_path}")
+        console.print(f"stored as backtest runs {', '.join(str(r.run_id) for r in outcome.runs)} (group {outcome.group_key}); chart {outcome.chart_path}", soft_wrap=True)
 
 
 def demo_step(context: Any) -> None:
@@ -129,5 +129,5 @@ def demo_step(context: Any) -> None:
     console.print(metrics_table(outcome))
     for note in outcome.notes:
         console.print(f"note: {note}")
-    console.print(f"chart: {outcome.chart_path}")
+    console.print(f"chart: {outcome.chart_path}", soft_wrap=True)
     context.results["backtest"] = outcome

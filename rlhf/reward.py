@@ -22,6 +22,21 @@ from advisor.forecaster.training import Precision
 MIN_PAIRS = 4
 
 
+
+def load_scoring_model(base_path: Path):  # type: ignore[no-untyped-def]
+    """The base causal LM with a one-output score head. The head is new by design, so transformers' load
+    report ("score.weight MISSING ... newly initialized") is silenced here and only here."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1, dtype=torch.float32)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
 @dataclass(frozen=True)
 class RewardOptions:
     max_steps: int = 20
@@ -49,10 +64,9 @@ def train_reward_model(
     base_model: str, model_dir: Path, train_rows: list[dict[str, Any]], eval_rows: list[dict[str, Any]], out_dir: Path,
     options: RewardOptions = RewardOptions(), *, progress: bool = True,
 ) -> RewardResult:
-    import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
     from trl import RewardConfig, RewardTrainer
 
     from advisor.errors import AdvisorError
@@ -63,7 +77,7 @@ def train_reward_model(
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     prepare_tokenizer(tokenizer)
     tokenizer.padding_side = "right"
-    model = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1, dtype=torch.float32)
+    model = load_scoring_model(base_path)
     model.config.pad_token_id = tokenizer.pad_token_id
     precision = Precision.auto()
     config = RewardConfig(
@@ -104,15 +118,14 @@ class RewardScorer:
 
     @classmethod
     def load(cls, base_model: str, model_dir: Path, adapter_path: Path) -> RewardScorer:
-        import torch
         from peft import PeftModel
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
 
         base_path = resolve_model_path(base_model, model_dir)
         tokenizer = AutoTokenizer.from_pretrained(base_path)
         prepare_tokenizer(tokenizer)
         tokenizer.padding_side = "right"
-        model = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1, dtype=torch.float32)
+        model = load_scoring_model(base_path)
         model.config.pad_token_id = tokenizer.pad_token_id
         return cls(PeftModel.from_pretrained(model, str(adapter_path)), tokenizer)
 

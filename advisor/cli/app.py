@@ -11,7 +11,7 @@ from rich.markup import escape
 from advisor.cli import data as data_cli
 from advisor.cli import forecast as forecast_cli
 from advisor.cli import trade as trade_cli
-from advisor.cli.common import console, err_console, runtime
+from advisor.cli.common import console, err_console, quiet_third_party_logs, runtime
 from advisor.config import load_settings
 from advisor.errors import AdvisorError
 from advisor.plugins import plugins
@@ -73,8 +73,11 @@ def demo(
     ticker: str = typer.Option("AAPL", help="Ticker for the example window."),
     on: str = typer.Option("2015-06-05", "--date", help="Forecast date for the example window and the views."),
     tickers: str = typer.Option("AAPL,MSFT,GE,XOM,JPM", help="Tickers to forecast."),
-    sft_steps: int = typer.Option(30, min=1, help="SFT steps (bigger runs: 200+)."),
-    eval_windows: int = typer.Option(12, min=1, help="Held-out windows in the demo evaluation (bigger: 500)."),
+    sft_steps: int = typer.Option(20, min=1, help="SFT steps (bigger runs: 200+)."),
+    eval_windows: int = typer.Option(6, min=1, help="Held-out windows in the demo evaluation (bigger: 500)."),
+    rlhf_train_prompts: int = typer.Option(8, min=2, help="Prompts the demo user's tuning loop trains on (bigger: 200)."),
+    rlhf_eval_prompts: int = typer.Option(4, min=1, help="Later prompts the tuned adapter is evaluated on (bigger: 60)."),
+    rlhf_steps: int = typer.Option(3, min=1, help="Reward-model and DPO steps in the demo loop (bigger: 100)."),
     retrain: bool = typer.Option(False, "--retrain", help="Train a new SFT adapter even if one exists."),
 ) -> None:
     """End-to-end demo on the offline bundle: data, windows, SFT, views, evaluation."""
@@ -88,12 +91,14 @@ def demo(
     options = DemoOptions(
         bundle=bundle, ticker=ticker.upper(), on=parse_date(on, "--date"), tickers=tuple(parse_tickers(tickers)),
         sft_steps=sft_steps, eval_windows=eval_windows, retrain=retrain,
+        rlhf_train_prompts=rlhf_train_prompts, rlhf_eval_prompts=rlhf_eval_prompts, rlhf_steps=rlhf_steps,
     )
     run_demo(rt, options, console)
 
 
 def main() -> None:
     """Console entry point: user errors become one readable line and exit status 2."""
+    quiet_third_party_logs()
     try:
         app(standalone_mode=False)
     except AdvisorError as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from datetime import date
 
 import typer
@@ -10,8 +12,23 @@ from rich.console import Console
 from advisor.errors import AdvisorError
 from advisor.runtime import Runtime
 
-console = Console()
-err_console = Console(stderr=True)
+def _console(stderr: bool = False) -> Console:
+    """A terminal keeps its width; piped output (logs, CI, ``make demo > log``) gets 120 columns instead of
+    rich's 80, so result tables are not cut to ellipses."""
+    out = Console(stderr=stderr)
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out.width = 120
+    return out
+
+
+console = _console()
+err_console = _console(stderr=True)
+
+
+def quiet_third_party_logs() -> None:
+    """bitsandbytes warns on import that an optional CPU 4-bit kernel package is absent; 4-bit loading is only
+    offered on CUDA here, so the line is noise on every command."""
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 def runtime(ctx: typer.Context) -> Runtime:

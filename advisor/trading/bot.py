@@ -10,6 +10,7 @@ One run (``run_once``):
      active model version) -> target weights with the same portfolio function as the backtest ->
      difference with the broker's positions -> orders (sells first; whole shares where the broker has
      no fractional trading; below the minimum notional skipped). A sign flip is a close then an open.
+     An order above the broker's per-order cap is split into slices (sequence 0, 1, ...), each under it.
      A week with no view at all plans nothing (it is not a signal to sell everything).
   4. **Write intents first**, each with a deterministic client order id
      ``rb-u{user}-{week}-{ticker}-{side}-{sequence}``, in one transaction, before anything is sent.
@@ -44,6 +45,7 @@ from advisor.forecaster.service import expected_return_pct, load_views
 from advisor.forecaster.versions import serving_version
 from advisor.portfolio import RiskParams, target_weights, trailing_daily_volatility
 from advisor.trading.broker import Broker, BrokerOrder, OrderRequest, OrderStatus, Side
+from advisor.trading.safety import GuardedBroker
 from advisor.trading.errors import (
     DuplicateClientOrderIdError,
     OperationalBrokerError,
@@ -54,6 +56,7 @@ from db.engine import session_scope
 from db.models import BotEvent, BotState, Fill, Order, Position
 from db.types import utcnow
 
+SLICE_HEADROOM = 0.98  # slices stay 2% under the per-order cap: the price may move between planning and the check
 OPEN_STATUSES = ("intent", "new", "accepted", "pending_new", "partially_filled", "pending_cancel")
 
 
@@ -281,9 +284,23 @@ class RebalanceBot:
                 if abs(delta) * price < options.min_notional:
                     continue
                 side = Side.BUY if delta > 0 else Side.SELL
-                sequence = sum(1 for t in trades if t.ticker == ticker and t.side is side)
-                trades.append(PlannedTrade(ticker, side, abs(delta), price, weights.get(ticker, 0.0), current, sequence))
+                for qty in self._slices(abs(delta), price):
+                    sequence = sum(1 for t in trades if t.ticker == ticker and t.side is side)
+                    trades.append(PlannedTrade(ticker, side, qty, price, weights.get(ticker, 0.0), current, sequence))
         return sorted(trades, key=lambda t: (t.side is Side.BUY, t.ticker, t.sequence))
+
+    def _slices(self, qty: float, price: float) -> list[float]:
+        """One trade split into orders under the broker's per-order cap (each slice gets its own sequence number
+        and client order id), so a large rebalance goes through instead of being blocked whole."""
+        cap = self.broker.caps.max_order_notional if isinstance(self.broker, GuardedBroker) else None
+        if cap is None or qty * price <= cap * SLICE_HEADROOM:
+            return [qty]
+        count = math.ceil(qty * price / (cap * SLICE_HEADROOM))
+        if self.broker.supports_fractional:
+            size = round(qty / count, 6)
+            return [size] * (count - 1) + [round(qty - size * (count - 1), 6)]
+        base, extra = divmod(int(qty), count)
+        return [float(base + (1 if i < extra else 0)) for i in range(count) if base + (1 if i < extra else 0) > 0]
 
     def _round(self, qty: float) -> float:
         if self.broker.supports_fractional:

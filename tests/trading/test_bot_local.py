@@ -88,11 +88,32 @@ def test_kill_switch_cancels_open_orders_and_blocks_runs(trading_db) -> None:
     assert bot.run_once(FAST).decision_week == WEEK
 
 
-def test_per_order_cap_blocks_at_the_broker_layer(trading_db) -> None:
-    bot, _ = local_bot(trading_db, settings=BrokerSettings(max_order_notional=1_000))
+def test_orders_above_the_per_order_cap_are_split_into_slices(trading_db) -> None:
+    bot, _ = local_bot(trading_db, settings=BrokerSettings(max_order_notional=10_000))
     report = bot.run_once(FAST)
-    assert report.rejected and all("per-order cap" in reason for reason in report.rejected.values())
-    assert count_orders(trading_db, status="rejected") == len(report.planned)
+    assert all(t.notional <= 10_000 for t in report.planned)
+    by_name: dict[tuple[str, Side], list[int]] = {}
+    for trade in report.planned:
+        by_name.setdefault((trade.ticker, trade.side), []).append(trade.sequence)
+    assert any(len(seqs) > 1 for seqs in by_name.values()), "a position above the cap needs several orders"
+    assert all(sorted(seqs) == list(range(len(seqs))) for seqs in by_name.values())
+    assert not report.rejected and set(report.final.values()) == {"filled"}
+    with trading_db() as session:
+        positions = {p.ticker: p.qty for p in session.scalars(select(Position)) if p.qty}
+    for (ticker, side), _ in by_name.items():
+        total = sum(t.qty for t in report.planned if t.ticker == ticker and t.side is side)
+        assert positions[ticker] == pytest.approx(total if side is Side.BUY else -total, rel=1e-6)
+    sent = count_orders(trading_db)
+    assert bot.run_once(FAST).sent == [] and count_orders(trading_db) == sent
+
+
+def test_per_order_cap_blocks_at_the_broker_layer(trading_db) -> None:
+    from advisor.trading.safety import OrderBlockedError
+
+    bot, _ = local_bot(trading_db, settings=BrokerSettings(max_order_notional=1_000))
+    with pytest.raises(OrderBlockedError, match="per-order cap"):
+        bot.broker.submit_order(OrderRequest("manual-1", "AAA", Side.BUY, notional=5_000))
+    assert count_orders(trading_db) == 0
 
 
 def test_daily_cap(trading_db) -> None:
