@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,32 +17,69 @@ from rich.console import Console
 from advisor.data.importer import import_bundle
 from advisor.data.queries import store_summary
 from advisor.data.store import SqlMarketStore
-from advisor.data.windows import build_window, format_window, weekly_label
+from advisor.data.windows import build_window, format_window, weekly_decision_dates, weekly_label
 from advisor.errors import AdvisorError
 from advisor.plugins import plugins
 from advisor.runtime import Runtime
 
 DEMO_TICKER = "AAPL"
 DEMO_DATE = date(2015, 6, 5)
-
-
 DEMO_TICKERS = ("AAPL", "MSFT", "GE", "XOM", "JPM")
-TRAIN_PERIOD = (date(2014, 1, 1), date(2015, 3, 31))
-HELDOUT_PERIOD = (date(2015, 4, 1), date(2015, 7, 31))
+SFT_START = date(2014, 1, 1)
 
 
 @dataclass
 class DemoOptions:
+    """Small defaults so the whole demo fits in minutes on 2 CPU cores; every size has a flag."""
+
     bundle: Path | None
     ticker: str = DEMO_TICKER
     on: date = DEMO_DATE
     tickers: tuple[str, ...] = DEMO_TICKERS
-    sft_steps: int = 20
-    eval_windows: int = 6
+    sft_steps: int = 12
+    sft_batch: int = 2
+    heldout_weeks: int = 4
+    with_base: bool = False  # the untuned base in the evaluation: it writes to the token limit, the slowest views
     retrain: bool = False
-    rlhf_train_prompts: int = 8
+    rlhf_train_prompts: int = 6
     rlhf_eval_prompts: int = 4
-    rlhf_steps: int = 3
+    rlhf_steps: int = 2
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """The demo's periods, all derived from ``--date``, so nothing it evaluates was trained on.
+
+    The held-out weeks are the ``heldout_weeks`` weekly decisions ending on ``--date``. The evaluation,
+    the backtest and the tuned adapters' evaluation all use those weeks and the demo tickers, so the
+    views generated once are reused by the later steps. SFT and the tuning loop train on weeks whose
+    labels end before the first held-out decision.
+    """
+
+    decisions: tuple[date, ...]
+    sft_period: tuple[date, date]
+    rlhf_train_period: tuple[date, date]
+
+    @classmethod
+    def for_options(cls, options: DemoOptions) -> DemoPlan:
+        from advisor import market_calendar
+
+        last = market_calendar.session_on_or_before(options.on)
+        decisions = tuple(weekly_decision_dates(last - timedelta(days=7 * options.heldout_weeks - 1), last))
+        before = decisions[0] - timedelta(days=1)
+        return cls(decisions, (SFT_START, before), (before - timedelta(weeks=26), before))
+
+    @property
+    def heldout_period(self) -> tuple[date, date]:
+        """First held-out decision .. the end of the last decision's label week."""
+        from advisor import market_calendar
+
+        return self.decisions[0], market_calendar.session_on_or_before(self.decisions[-1] + timedelta(days=7))
+
+    @property
+    def backtest_period(self) -> tuple[date, date]:
+        """The held-out decisions, each position held until the day before the next decision."""
+        return self.decisions[0], self.decisions[-1] + timedelta(days=6)
 
 
 @dataclass
@@ -51,6 +88,7 @@ class DemoContext:
 
     rt: Runtime
     options: DemoOptions
+    plan: DemoPlan
     console: Console
     handle: Any
     results: dict[str, Any] = field(default_factory=dict)
@@ -63,15 +101,16 @@ class DemoContext:
 
 def run_demo(rt: Runtime, options: DemoOptions, console: Console) -> None:
     _DEMO_STARTED[0] = time.monotonic()
+    plan = DemoPlan.for_options(options)
     step_database(rt, console)
     if not step_import(rt, options, console):
         return
     step_window(rt, options, console)
     step_model(rt, console)
-    handle = step_sft(rt, options, console)
+    handle = step_sft(rt, options, plan, console)
     step_forecast(rt, options, handle, console)
-    step_evaluate(rt, options, handle, console)
-    context = DemoContext(rt, options, console, handle)
+    step_evaluate(rt, options, plan, handle, console)
+    context = DemoContext(rt, options, plan, console, handle)
     for plugin in plugins():
         if hasattr(plugin, "demo_step"):
             plugin.demo_step(context)
@@ -79,7 +118,8 @@ def run_demo(rt: Runtime, options: DemoOptions, console: Console) -> None:
     _heading(console, "Done")
     console.print(
         f"Open the dashboard on this database: .venv/bin/streamlit run dashboard/app.py -- --data-dir {rt.settings.data_dir} "
-        "(or: make dashboard)"
+        "(or: make dashboard)",
+        soft_wrap=True,
     )
 
 
@@ -157,14 +197,15 @@ def step_model(rt: Runtime, console: Console) -> None:
     console.print(f"{result.path}: {state}")
 
 
-def step_sft(rt: Runtime, options: DemoOptions, console: Console):  # type: ignore[no-untyped-def]
-    """A short SFT on the training period, or the adapter a previous demo run trained."""
+def step_sft(rt: Runtime, options: DemoOptions, plan: DemoPlan, console: Console):  # type: ignore[no-untyped-def]
+    """A short SFT on the weeks before the held-out ones, or the adapter a previous demo run trained."""
     from advisor.forecaster.loading import ModelSpec, load_model
     from advisor.forecaster.sentiment import find_tfns, load_scorer
     from advisor.forecaster.sft import SFTOptions, train_sft
     from advisor.forecaster.versions import latest_version
 
-    _heading(console, f"5. Supervised fine-tuning on {TRAIN_PERIOD[0]} .. {TRAIN_PERIOD[1]} (LoRA, TRL SFTTrainer)")
+    start, end = plan.sft_period
+    _heading(console, f"5. Supervised fine-tuning on {start} .. {end} (LoRA, TRL SFTTrainer)")
     model_dir = rt.settings.resolved_model_dir
     base = load_model(ModelSpec(base=rt.settings.base_model), model_dir)
     with rt.session() as session:
@@ -173,19 +214,20 @@ def step_sft(rt: Runtime, options: DemoOptions, console: Console):  # type: igno
         adapter = Path(existing.adapter_path) if existing and existing.adapter_path else None
     if adapter is None:
         scorer = load_scorer(find_tfns(options.bundle))
-        console.print(f"targets use the {scorer.kind} sentiment scorer; {options.sft_steps} steps of batch 4")
+        console.print(f"targets use the {scorer.kind} sentiment scorer; {options.sft_steps} steps of batch {options.sft_batch}")
         result = train_sft(
             rt.session_factory, model_dir,
-            SFTOptions(start=TRAIN_PERIOD[0], end=TRAIN_PERIOD[1], base_model=rt.settings.base_model, max_steps=options.sft_steps, check_prompts=6),
+            # The parse rate on held-out weeks is measured by the evaluation below, on more windows.
+            SFTOptions(start=start, end=end, base_model=rt.settings.base_model, max_steps=options.sft_steps,
+                       batch_size=options.sft_batch, check_prompts=0),
             scorer, console=console,
         )
         adapter, metrics = result.adapter_path, result.metrics
     else:
-        console.print(f"reusing the SFT adapter {adapter} from an earlier run (advisor demo --retrain trains again)")
+        console.print(f"reusing the SFT adapter {adapter} from an earlier run (advisor demo --retrain trains again)", soft_wrap=True)
     console.print(
         f"loss {metrics.get('first_logged_loss', float('nan')):.3f} -> {metrics.get('last_logged_loss', float('nan')):.3f}, "
-        f"{metrics.get('seconds_per_step')} s/step; held-out parse rate {metrics.get('heldout_parse_rate', 0):.0%} "
-        f"of {metrics.get('heldout_prompts')} prompts"
+        f"{metrics.get('seconds_per_step')} s/step, peak {metrics.get('peak_rss_mb')} MB"
     )
     return load_model(ModelSpec(base=rt.settings.base_model, adapter=adapter), model_dir)
 
@@ -202,19 +244,24 @@ def step_forecast(rt: Runtime, options: DemoOptions, handle, console: Console) -
                 print_outcome(outcome, handle.version_key)
 
 
-def step_evaluate(rt: Runtime, options: DemoOptions, handle, console: Console) -> None:  # type: ignore[no-untyped-def]
+def step_evaluate(rt: Runtime, options: DemoOptions, plan: DemoPlan, handle, console: Console) -> None:  # type: ignore[no-untyped-def]
     from advisor.forecaster.evaluation import evaluate, to_markdown, write_report
     from advisor.forecaster.loading import ModelSpec, load_model
 
-    _heading(console, f"7. A small evaluation on held-out weeks {HELDOUT_PERIOD[0]} .. {HELDOUT_PERIOD[1]}")
-    base = load_model(ModelSpec(base=rt.settings.base_model), rt.settings.resolved_model_dir)
+    start, end = plan.heldout_period
+    _heading(console, f"7. Evaluation on the held-out weeks {start} .. {end}: {', '.join(options.tickers)}, against baselines")
+    models = {"model": handle}
+    if options.with_base:
+        models["base_model"] = load_model(ModelSpec(base=rt.settings.base_model), rt.settings.resolved_model_dir)
     report = evaluate(
-        rt.session_factory, {"model": handle, "base_model": base}, *HELDOUT_PERIOD, max_windows=options.eval_windows,
-        title="Demo evaluation (small sample: read the intervals)",
+        rt.session_factory, models, start, end, tickers=options.tickers, title="Demo evaluation (small sample: read the intervals)",
     )
     paths = write_report(report, rt.settings.data_dir / "reports", "demo-eval-weekly")
     console.print(to_markdown(report).split("## Per ticker")[0], markup=False, highlight=False, soft_wrap=True)
-    console.print(f"full report: {paths['markdown']}")
+    console.print(f"full report: {paths['markdown']}", soft_wrap=True)
+    if not options.with_base:
+        console.print("(the untuned base model is left out to save time: it does not write the answer format and runs to the "
+                      "token limit; --with-base adds it, and 'advisor eval forecasts' includes it by default)")
 
 
 def step_trade(context: DemoContext) -> None:

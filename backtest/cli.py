@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Any
 
 import typer
 from rich.table import Table
 
 DEMO_ORDER = 100
-DEMO_PERIOD = (date(2015, 5, 15), date(2015, 6, 26))
 
 
 def resolve_profile(session: Any, spec: str) -> tuple[Any, str, int | None, int | None]:
@@ -114,15 +112,16 @@ def demo_step(context: Any) -> None:
     from backtest.runner import BacktestRequest, run_backtest
 
     rt, console, handle, tickers = context.rt, context.console, context.handle, context.options.tickers
-    context.heading(f"Backtest of the views, {DEMO_PERIOD[0]} .. {DEMO_PERIOD[1]}, moderate profile")
+    start, end = context.plan.backtest_period
+    context.heading(f"Backtest of the views, {start} .. {end}, moderate profile")
     with rt.session() as session:
         store = PreloadedMarketStore(session)
-        made, _ = generate_missing_views(session, store, handle, tickers, weekly_decision_dates(*DEMO_PERIOD))
+        made, _ = generate_missing_views(session, store, handle, tickers, weekly_decision_dates(start, end))
         version_id = ensure_model_version(session, handle).id
-    console.print(f"{made} weekly views generated for the backtest (stored ones are reused)")
+    console.print(f"{made} weekly views generated for the backtest (the evaluation's views are reused)")
     outcome = run_backtest(
         rt.session_factory,
-        BacktestRequest(start=DEMO_PERIOD[0], end=DEMO_PERIOD[1], params=preset("moderate"), profile_label="moderate",
+        BacktestRequest(start=start, end=end, params=preset("moderate"), profile_label="moderate",
                         model_version_id=version_id, tickers=tuple(tickers)),
         rt.settings.data_dir / "charts",
     )

@@ -169,6 +169,12 @@ def run_backtest(factory: sessionmaker[Session], request: BacktestRequest, chart
             metrics["rejected_orders"] = result.rejected
             run_id = store_run(session, name, request, config, metrics, result, group_key, names)
             runs.append(RunSummary(run_id, name, metrics))
+        views_run = next((run for run in runs if run.strategy == "views"), None)
+        if views_run is not None and not views_run.metrics.get("avg_gross_exposure"):
+            notes.append(
+                "the views never led to a position"
+                + ("" if request.params.allow_shorts else ": this profile is long-only, so a Down view holds cash")
+            )
         main = "views" if "views" in results else BENCHMARK
         chart = equity_chart(
             {name: r.daily["equity"] for name, r in results.items()}, main, BENCHMARK,

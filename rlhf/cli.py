@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +9,6 @@ import typer
 from rich.table import Table
 
 DEMO_ORDER = 200
-DEMO_TRAIN = (date(2014, 10, 1), date(2015, 3, 27))
-DEMO_EVAL = (date(2015, 4, 1), date(2015, 5, 29))
 
 profile_app = typer.Typer(help="Risk profile: the questionnaire and its versions.", no_args_is_help=True)
 feedback_app = typer.Typer(help="Tell the advisor which views you prefer.", no_args_is_help=True)
@@ -160,6 +157,7 @@ def run_command(
     candidates: int = typer.Option(2, min=2, max=8),
     dpo_steps: int = typer.Option(10, min=1),
     rm_steps: int = typer.Option(10, min=1),
+    batch_size: int = typer.Option(2, min=1, help="Pairs per reward-model and DPO step."),
     simulate_user: bool = typer.Option(False, "--simulate-user", help="Add a simulated user's A/B choices (labelled as simulated)."),
     force: bool = typer.Option(False, "--force", help="Activate the tuned adapter even if it does not beat its parent."),
     seed: int = typer.Option(0),
@@ -174,7 +172,7 @@ def run_command(
         train_period=(parse_date(train_start, "--train-start"), parse_date(train_end, "--train-end")),
         eval_period=(parse_date(eval_start, "--eval-start"), parse_date(eval_end, "--eval-end")),
         tickers=tuple(parse_tickers(tickers)) if tickers else None, train_prompts=train_prompts, eval_prompts=eval_prompts,
-        candidates=candidates, dpo_steps=dpo_steps, rm_steps=rm_steps, simulate_user=simulate_user, force_activate=force, seed=seed,
+        candidates=candidates, dpo_steps=dpo_steps, rm_steps=rm_steps, batch_size=batch_size, simulate_user=simulate_user, force_activate=force, seed=seed,
     )
     result = run_loop(rt.session_factory, rt.settings.resolved_model_dir, rt.settings.base_model, user, options, rt.settings.data_dir, console)
     print_loop(result, console)
@@ -258,9 +256,9 @@ def demo_step(context: Any) -> None:
             profile, _ = save_profile(session, name, ARCHETYPES[archetype], simulated=True)
             console.print(f"{name}: {archetype} questionnaire -> profile v{profile.version} ({profile.label}, risk aversion {profile.risk_aversion:.1f})")
         loop = LoopOptions(
-            train_period=DEMO_TRAIN, eval_period=DEMO_EVAL, tickers=tuple(options.tickers),
+            train_period=context.plan.rlhf_train_period, eval_period=context.plan.heldout_period, tickers=tuple(options.tickers),
             train_prompts=options.rlhf_train_prompts, eval_prompts=options.rlhf_eval_prompts, candidates=2,
-            dpo_steps=options.rlhf_steps, rm_steps=options.rlhf_steps, simulate_user=True,
+            dpo_steps=options.rlhf_steps, rm_steps=options.rlhf_steps, batch_size=1, simulate_user=True,
         )
         results[name] = run_loop(rt.session_factory, rt.settings.resolved_model_dir, rt.settings.base_model, name, loop, rt.settings.data_dir, console)
         print_loop(results[name], console)

@@ -64,14 +64,15 @@ class LoopOptions:
     train_prompts: int = 24
     eval_prompts: int = 12
     candidates: int = 2
-    temperature: float = 1.0
+    temperature: float = 0.8  # diverse enough for distinct candidates, rarely off-format
     margin: float = DEFAULT_MARGIN
     simulate_user: bool = False
     rm_steps: int = 10
     dpo_steps: int = 10
+    batch_size: int = 2  # pairs per reward-model and DPO step (KTO takes at least 2 rated views)
     learning_rate: float = 2e-4
     beta: float = 0.1
-    max_new_tokens: int = 256
+    max_new_tokens: int = Decoding.max_new_tokens  # the same as forecasts and evaluations, so parent views are reused
     force_activate: bool = False
     seed: int = 0
 
@@ -159,7 +160,7 @@ def run_loop(
         raise AdvisorError(f"no usable windows in {train_start} .. {train_end} or {eval_start} .. {eval_end}")
     console.print(f"[1/5] {options.candidates} candidates for {len(train_windows)} training and {len(eval_windows)} held-out windows (parent: version {parent_id})")
     sampling = Decoding(mode="sample", num_candidates=options.candidates, temperature=options.temperature,
-                        max_new_tokens=options.max_new_tokens, seed=options.seed, sample_batch=4)
+                        max_new_tokens=options.max_new_tokens, seed=options.seed, sample_batch=8)
     with session_scope(factory) as session:
         outcomes = forecast_windows(session, parent, train_windows + eval_windows, sampling, PromptConfig())
         candidate_ids = [o.forecast.id for group in outcomes for o in group]
@@ -226,7 +227,7 @@ def _train_evaluate_register(
     if len(pairs.train) >= MIN_PAIRS:
         console.print(f"[3/5] reward model on {len(pairs.train)} pairs")
         reward_dir = adapters / f"reward-u{user_id}-{stamp}"
-        result = train_reward_model(base_model, model_dir, pairs.train, pairs.eval, reward_dir, RewardOptions(max_steps=options.rm_steps, seed=options.seed))
+        result = train_reward_model(base_model, model_dir, pairs.train, pairs.eval, reward_dir, RewardOptions(max_steps=options.rm_steps, batch_size=options.batch_size, seed=options.seed))
         reward = RewardScorer.load(base_model, model_dir, reward_dir)
         with session_scope(factory) as session:
             digest = adapter_hash(reward_dir)
@@ -251,6 +252,7 @@ def _train_evaluate_register(
     spec = PreferenceSpec(
         method=method, base_model=base_model, model_dir=str(model_dir), parent_adapter=str(parent.adapter_path),
         rows_path=str(write_rows(train_rows, out_dir / "train.jsonl")), out_dir=str(out_dir), max_steps=options.dpo_steps,
+        batch_size=options.batch_size if method == "dpo" else max(2, options.batch_size),
         learning_rate=options.learning_rate, beta=options.beta, seed=options.seed,
     )
     spec.save(out_dir / "spec.json")

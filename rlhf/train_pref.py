@@ -3,8 +3,8 @@
 The policy is the base model with the parent adapter loaded *trainable*; TRL adds a frozen copy of
 that adapter as the reference, so the reference is the parent policy, and the trained adapter still
 applies to the plain base (one loaded base serves every user's adapter). In a single process the
-reference log-probs are computed once before training (``precompute_ref_log_probs``), which saves a
-forward pass per step.
+reference log-probs are computed once before training (``precompute_ref_log_probs``) when the run sees
+every row, which saves a forward pass per step.
 
 This module is also a script, so the same code runs data-parallel without changes:
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -95,14 +96,21 @@ def run(spec: PreferenceSpec) -> dict[str, Any]:
     base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
     policy = PeftModel.from_pretrained(base, spec.parent_adapter, is_trainable=True)
     precision = Precision.auto()
-    # TRL's precompute writes a dataset cache file that other ranks read too early; several ranks
-    # compute reference log-probs live (through the frozen reference adapter) instead.
+    # Reference log-probs are precomputed once (a forward pass per row) instead of at every step. A
+    # run shorter than an epoch would pay that for rows it never sees, so it trains on a seeded sample
+    # of exactly the rows it has steps for (the trainer would sample that many anyway). TRL's precompute
+    # writes a dataset cache file that other ranks read too early; several ranks compute the reference
+    # log-probs live (through the frozen reference adapter) instead.
     single_process = int(os.environ.get("WORLD_SIZE", "1")) == 1
+    precompute = single_process
+    seen = spec.max_steps * spec.batch_size
+    if precompute and spec.method == "dpo" and len(rows) > seen:
+        rows = random.Random(spec.seed).sample(rows, seen)
     common = dict(
         output_dir=str(Path(spec.out_dir) / "trainer"), use_cpu=precision.use_cpu, bf16=precision.bf16,
         per_device_train_batch_size=spec.batch_size, max_steps=spec.max_steps, learning_rate=spec.learning_rate,
         beta=spec.beta, max_length=spec.max_length, gradient_checkpointing=False, save_strategy="no", report_to="none",
-        logging_steps=1, seed=spec.seed, disable_tqdm=not spec.progress, precompute_ref_log_probs=single_process,
+        logging_steps=1, seed=spec.seed, disable_tqdm=not spec.progress, precompute_ref_log_probs=precompute,
     )
     if spec.method == "dpo":
         from trl import DPOConfig, DPOTrainer
@@ -124,7 +132,7 @@ def run(spec: PreferenceSpec) -> dict[str, Any]:
         "steps": int(output.global_step),
         "seconds": round(elapsed, 1),
         "seconds_per_step": round(elapsed / max(1, output.global_step), 2),
-        "examples": len(rows),
+        "examples": len(rows),  # rows trained on (a seeded sample when the run is shorter than an epoch)
         "processes": trainer.accelerator.num_processes,
         "bf16": precision.bf16,
     }

@@ -73,24 +73,24 @@ def demo(
     ticker: str = typer.Option("AAPL", help="Ticker for the example window."),
     on: str = typer.Option("2015-06-05", "--date", help="Forecast date for the example window and the views."),
     tickers: str = typer.Option("AAPL,MSFT,GE,XOM,JPM", help="Tickers to forecast."),
-    sft_steps: int = typer.Option(20, min=1, help="SFT steps (bigger runs: 200+)."),
-    eval_windows: int = typer.Option(6, min=1, help="Held-out windows in the demo evaluation (bigger: 500)."),
-    rlhf_train_prompts: int = typer.Option(8, min=2, help="Prompts the demo user's tuning loop trains on (bigger: 200)."),
-    rlhf_eval_prompts: int = typer.Option(4, min=1, help="Later prompts the tuned adapter is evaluated on (bigger: 60)."),
-    rlhf_steps: int = typer.Option(3, min=1, help="Reward-model and DPO steps in the demo loop (bigger: 100)."),
+    sft_steps: int = typer.Option(12, min=1, help="SFT steps (bigger runs: 200+)."),
+    sft_batch: int = typer.Option(2, min=1, help="SFT batch size."),
+    heldout_weeks: int = typer.Option(4, min=1, help="Held-out weeks ending on --date: evaluated, backtested, used to compare tuned adapters (bigger: 26)."),
+    rlhf_train_prompts: int = typer.Option(6, min=2, help="Prompts each demo user's tuning loop samples candidates for (bigger: 200)."),
+    rlhf_eval_prompts: int = typer.Option(4, min=1, help="Held-out prompts the tuned adapters are compared on (bigger: 60)."),
+    rlhf_steps: int = typer.Option(2, min=1, help="Reward-model and DPO steps in each demo loop (bigger: 100)."),
+    with_base: bool = typer.Option(False, "--with-base", help="Evaluate the untuned base model too (slow: it writes to the token limit)."),
     retrain: bool = typer.Option(False, "--retrain", help="Train a new SFT adapter even if one exists."),
 ) -> None:
-    """End-to-end demo on the offline bundle: data, windows, SFT, views, evaluation."""
-    from advisor.cli.common import parse_date
+    """End-to-end demo on the offline bundle: data, SFT, views, evaluation, backtest, personal tuning, paper trading."""
+    from advisor.cli.common import parse_date, parse_tickers
     from advisor.demo import DemoOptions, run_demo
 
     rt = runtime(ctx)
     bundle = bundle or rt.settings.bundle_dir
-    from advisor.cli.common import parse_tickers
-
     options = DemoOptions(
         bundle=bundle, ticker=ticker.upper(), on=parse_date(on, "--date"), tickers=tuple(parse_tickers(tickers)),
-        sft_steps=sft_steps, eval_windows=eval_windows, retrain=retrain,
+        sft_steps=sft_steps, sft_batch=sft_batch, heldout_weeks=heldout_weeks, with_base=with_base, retrain=retrain,
         rlhf_train_prompts=rlhf_train_prompts, rlhf_eval_prompts=rlhf_eval_prompts, rlhf_steps=rlhf_steps,
     )
     run_demo(rt, options, console)

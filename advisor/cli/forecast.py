@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.panel import Panel
 
 from advisor.cli.common import console, ensure_database, parse_date, parse_tickers, runtime
+from advisor.forecaster.generation import Decoding
 from advisor.runtime import Runtime
 
 model_app = typer.Typer(help="Models: fetch the default model, list registered versions.", no_args_is_help=True)
@@ -83,13 +84,12 @@ def forecast_command(
     base_only: bool = typer.Option(False, "--base-only", help="Use the base model without any adapter."),
     quantize: str = typer.Option("none", help="none, 4bit or 8bit (bitsandbytes; meant for CUDA)."),
     seed: int = typer.Option(0, help="Seed for sampled candidates."),
-    max_new_tokens: int = typer.Option(256, min=16, max=2048, help="Generation limit per view."),
+    max_new_tokens: int = typer.Option(Decoding.max_new_tokens, min=16, max=2048, help="Generation limit per view."),
     temperature: float = typer.Option(0.9, help="Sampling temperature (with --samples > 1)."),
     user: str | None = typer.Option(None, help="Forecast for this user: their active adapter, stored as theirs."),
 ) -> None:
     """Write a weekly view per ticker with the forecaster, print it and store it."""
     from advisor.data.store import SqlMarketStore
-    from advisor.forecaster.generation import Decoding
     from advisor.forecaster.service import forecast_tickers
 
     rt = runtime(ctx)

@@ -344,7 +344,8 @@ def format_window(window: ForecastWindow, *, include_notes: bool = True) -> str:
     for week in window.weeks:
         move = week.return_pct
         verb = "rose" if move >= 0 else "fell"
-        period = f"[Day {week.end}]" if window.horizon is Horizon.DAY else f"[Week {week.start} to {week.end}]"
+        # Weeks are consecutive 7-day spans, so the end date says it all (dates cost ~10 tokens each).
+        period = f"[Day {week.end}]" if window.horizon is Horizon.DAY else f"[Week ending {week.end}]"
         lines.append(f"{period} Stock {verb} {abs(move):.2f}%.")
         if week.texts:
             lines.append("Posts:")

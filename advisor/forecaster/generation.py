@@ -6,6 +6,11 @@ Sampling draws K candidates per prompt seeded by ``seed`` and the prompt hash, s
 settings, model version) whatever else was generated in the same run. ``sample_batch=n`` samples n
 prompts per call for speed; the seed then derives from the batch's prompt hashes, which are recorded
 with each candidate, so the batch can be replayed.
+
+Each sequence stops at the end-of-turn token, at the token limit, or (``early_stop``, on by default)
+as soon as :func:`advisor.forecaster.views.answer_stop_reason` says the answer is complete or the
+model is repeating itself. On a CPU a looping sequence would otherwise hold its whole batch to the
+token limit; the untuned base model loops on every prompt. The reason is stored with each view.
 """
 
 from __future__ import annotations
@@ -19,18 +24,20 @@ from tqdm.auto import tqdm
 
 from advisor.errors import ConfigError
 from advisor.forecaster.loading import ModelHandle
+from advisor.forecaster.views import answer_stop_reason
 
 
 @dataclass(frozen=True)
 class Decoding:
     mode: Literal["greedy", "sample"] = "greedy"
-    max_new_tokens: int = 256
+    max_new_tokens: int = 160  # answers are ~100 tokens; a looping model is cut off here
     temperature: float = 0.9
     top_p: float = 0.95
     num_candidates: int = 1
     seed: int = 0
-    batch_size: int = 8
+    batch_size: int = 16  # decoding on a CPU is bound by reading the weights: 16 sequences cost little more than 8
     sample_batch: int = 1  # prompts sampled together (see module docstring)
+    early_stop: bool = True  # stop a sequence once its answer is complete or it repeats itself
 
     def __post_init__(self) -> None:
         if self.mode not in ("greedy", "sample"):
@@ -60,8 +67,9 @@ class Generation:
     seed: int
     candidate_index: int
     new_tokens: int
-    finished: bool  # ended with the end-of-turn token rather than the token limit
+    finished: bool  # ended before the token limit (end-of-turn token or an early-stop rule)
     batch_prompts: tuple[str, ...] = ()  # prompt hashes sampled in the same call (sample_batch > 1)
+    stop_reason: str = "eos"  # eos | length | answer_complete | repetition
 
 
 def prompt_seed(seed: int, prompt_hash: str) -> int:
@@ -92,8 +100,8 @@ def generate(
             for start in range(0, len(order), decoding.batch_size):
                 batch = order[start : start + decoding.batch_size]
                 outputs = _generate_batch(handle, [prompt_texts[i] for i in batch], decoding, 1, seed=None)
-                for i, (text, n_tokens, finished) in zip(batch, outputs, strict=True):
-                    results[i] = [Generation(text, decoding.seed, 0, n_tokens, finished)]
+                for i, (text, n_tokens, reason) in zip(batch, outputs, strict=True):
+                    results[i] = [Generation(text, decoding.seed, 0, n_tokens, reason != "length", stop_reason=reason)]
                 bar.update(len(batch))
                 if on_progress:
                     on_progress(bar.n, len(prompt_texts))
@@ -107,20 +115,70 @@ def generate(
                 k = decoding.num_candidates
                 for position, i in enumerate(batch):
                     rows = outputs[position * k : (position + 1) * k]
-                    results[i] = [Generation(t, seed, c, n, f, hashes if len(hashes) > 1 else ()) for c, (t, n, f) in enumerate(rows)]
+                    results[i] = [
+                        Generation(t, seed, c, n, reason != "length", hashes if len(hashes) > 1 else (), reason)
+                        for c, (t, n, reason) in enumerate(rows)
+                    ]
                 bar.update(len(batch))
                 if on_progress:
                     on_progress(bar.n, len(prompt_texts))
     return results
 
 
+class AnswerStop:
+    """A transformers stopping criterion: per sequence, stop when :func:`answer_stop_reason` says so.
+
+    The answer so far is decoded only on steps whose new token contains a newline (the rules look at
+    complete lines), so the check costs little next to a decoding step.
+    """
+
+    def __init__(self, tokenizer: Any, prompt_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.prompt_length = prompt_length
+        self.newline_ids = _newline_token_ids(tokenizer)
+        self.reasons: dict[int, str] = {}
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        last = input_ids[:, -1].tolist()
+        for row, token in enumerate(last):
+            if row in self.reasons:
+                done[row] = True
+            elif token in self.newline_ids:
+                text = self.tokenizer.decode(input_ids[row, self.prompt_length :], skip_special_tokens=True)
+                reason = answer_stop_reason(text)
+                if reason is not None:
+                    self.reasons[row] = reason
+                    done[row] = True
+        return done
+
+
+_NEWLINE_IDS: dict[int, frozenset[int]] = {}
+
+
+def _newline_token_ids(tokenizer: Any) -> frozenset[int]:
+    key = id(tokenizer)
+    if key not in _NEWLINE_IDS:
+        vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        _NEWLINE_IDS[key] = frozenset(
+            i for i, piece in enumerate(vocab) if piece is not None and "\n" in tokenizer.convert_tokens_to_string([piece])
+        )
+    return _NEWLINE_IDS[key]
+
+
 def _generate_batch(
     handle: ModelHandle, texts: list[str], decoding: Decoding, num_return_sequences: int, seed: int | None
-) -> list[tuple[str, int, bool]]:
+) -> list[tuple[str, int, str]]:
+    """Generate for one batch; returns (text, new tokens, stop reason) per sequence."""
     import torch
+    from transformers import StoppingCriteriaList
 
     tokenizer = handle.tokenizer
     encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    prompt_len = encoded["input_ids"].shape[1]
+    stop = AnswerStop(tokenizer, prompt_len) if decoding.early_stop else None
     with handle.activate() as model:
         device = handle.base.device
         encoded = {k: v.to(device) for k, v in encoded.items()}
@@ -130,6 +188,8 @@ def _generate_batch(
             "eos_token_id": tokenizer.eos_token_id,
             "num_return_sequences": num_return_sequences,
         }
+        if stop is not None:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([stop])
         if decoding.mode == "sample":
             kwargs.update(do_sample=True, temperature=decoding.temperature, top_p=decoding.top_p, top_k=0)
             torch.manual_seed(seed if seed is not None else decoding.seed)
@@ -137,15 +197,15 @@ def _generate_batch(
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         with torch.inference_mode():
             output = model.generate(**encoded, **kwargs)
-    prompt_len = encoded["input_ids"].shape[1]
     new = output[:, prompt_len:]
     decoded = []
-    for row in new:
+    for index, row in enumerate(new):
         ids = row.tolist()
-        finished = tokenizer.eos_token_id in ids
-        if finished:
+        reason = stop.reasons.get(index) if stop is not None else None
+        if tokenizer.eos_token_id in ids:
             ids = ids[: ids.index(tokenizer.eos_token_id)]
+            reason = reason or "eos"
         while ids and ids[-1] == tokenizer.pad_token_id:
             ids.pop()
-        decoded.append((tokenizer.decode(ids, skip_special_tokens=True).strip(), len(ids), finished))
+        decoded.append((tokenizer.decode(ids, skip_special_tokens=True).strip(), len(ids), reason or "length"))
     return decoded

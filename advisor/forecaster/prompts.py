@@ -54,11 +54,8 @@ class Prompt:
 
 def user_message(window: ForecastWindow, risk_context: str | None = None) -> str:
     body = format_window(window, include_notes=False)
-    target = (
-        f"on the next trading day ({window.target_end})"
-        if window.horizon is Horizon.DAY
-        else f"next week ({window.target_start} to {window.target_end})"
-    )
+    # The target period follows from the decision date; spelling out its dates would cost ~20 tokens.
+    target = "on the next trading day" if window.horizon is Horizon.DAY else "next week"
     request = (
         f"\n\nUsing only the information up to {window.decision_date}, list at most 2 positive developments and "
         f"2 concerns for {window.ticker}, then predict its move {target} and explain briefly."

@@ -123,6 +123,8 @@ def forecast_windows(
             notes = list(window.notes)
             if not gen.finished:
                 notes.append(f"generation hit the {decoding.max_new_tokens}-token limit")
+            elif gen.stop_reason == "repetition":
+                notes.append("generation stopped early: the model was repeating itself")
             if prompt.dropped_texts:
                 notes.append(f"{prompt.dropped_texts} post(s) trimmed to fit the prompt budget")
             row = Forecast(
@@ -148,7 +150,7 @@ def forecast_windows(
                 positives="\n".join(view.positives) or None,
                 concerns="\n".join(view.concerns) or None,
                 analysis=view.analysis or None,
-                decoding={**record, "new_tokens": gen.new_tokens, "finished": gen.finished}
+                decoding={**record, "new_tokens": gen.new_tokens, "finished": gen.finished, "stop_reason": gen.stop_reason}
                 | ({"batch_prompts": list(gen.batch_prompts)} if gen.batch_prompts else {}),
                 seed=gen.seed,
                 candidate_index=gen.candidate_index,

@@ -15,8 +15,9 @@ The format is short enough for a small model::
 :func:`parse_view` tries the strict grammar first (status ``ok``); if that fails, tolerant fallbacks
 accept near-misses — other capitalisation, missing brackets or markdown, "rise"/"fall" for up/down,
 "1 to 2 percent", "over 5%", a single figure such as "2.5%" (placed in its bin) — with status
-``fallback``. Anything else (no prediction, two different predictions, a range that is not a bin such
-as "2-4%", empty output) is ``unparsed`` with the reason; an unparsed view never becomes a signal.
+``fallback``. Anything else (no prediction, two different predictions, a prediction line that names
+several moves such as the echoed template "Up by 0-1%, 1-2%, ...", a range that is not a bin such as
+"2-4%", empty output) is ``unparsed`` with the reason; an unparsed view never becomes a signal.
 """
 
 from __future__ import annotations
@@ -155,6 +156,7 @@ _FALLBACK_HEADER = re.compile(
     re.IGNORECASE,
 )
 _FALLBACK_ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s*(?P<item>\S.*)$")
+_ANOTHER_MOVE = re.compile(rf"{_NUMBER}{_PERCENT}", re.IGNORECASE)
 _FALLBACK_ANALYSIS = re.compile(r"analysis\s*[*_]*\s*[:\-–]\s*[*_]*\s*(?P<text>\S.*)", re.IGNORECASE)
 
 
@@ -180,6 +182,12 @@ def _parse_fallback(text: str) -> View:
     outcomes = set()
     errors = []
     for match in matches:
+        rest_of_line = text[match.end() :].split("\n", 1)[0]
+        if _ANOTHER_MOVE.search(rest_of_line):
+            # "Prediction: Up by 0-1%, 1-2%, ... or more than 5%" is the answer template echoed, not a
+            # choice; taking its first bin would be guessing.
+            errors.append("the prediction line names several moves (the answer template, not a choice)")
+            continue
         word = match.group("dir").lower()
         direction = Direction.UP if re.fullmatch(_UP_WORDS, word) else Direction.DOWN
         magnitude, error = _fallback_magnitude(match)
@@ -212,6 +220,38 @@ def _fallback_sections(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         if current and item and len(sections[current]) < MAX_ITEMS:
             sections[current].append(item.group("item").strip())
     return tuple(sections["positive"]), tuple(sections["concern"])
+
+
+REPEAT_LIMIT = 3
+_STOP_PREDICTION = re.compile(r"prediction\s*[*_]*\s*[:\-–]\s*\S", re.IGNORECASE)
+_STOP_ANALYSIS = re.compile(r"^[#*_\s]*analysis\s*[*_]*\s*[:\-–]\s*[*_]*\s*\S", re.IGNORECASE)
+
+
+def answer_stop_reason(text: str) -> str | None:
+    """Why generation of ``text`` (the answer so far) can stop early, or None to go on.
+
+    Only complete lines count (the text after the last newline may still grow):
+      * ``answer_complete``: an analysis line after a prediction line; the format ends there, so
+        nothing later could be part of the answer (the strict parser wants nothing after it);
+      * ``repetition``: the same non-empty line for the ``REPEAT_LIMIT``-th time; a small model that
+        loops (the untuned base does) would only repeat itself up to the token limit.
+    Neither rule can turn a bad answer into a parsed one; they only stop paying for tokens that
+    cannot change the parse.
+    """
+    lines = [line.strip() for line in text.split("\n")[:-1]]
+    seen: dict[str, int] = {}
+    predicted = False
+    for line in lines:
+        if not line:
+            continue
+        seen[line] = seen.get(line, 0) + 1
+        if seen[line] >= REPEAT_LIMIT:
+            return "repetition"
+        if predicted and _STOP_ANALYSIS.match(line):
+            return "answer_complete"
+        if _STOP_PREDICTION.search(line):
+            predicted = True
+    return None
 
 
 def parse_view(text: str | None) -> View:

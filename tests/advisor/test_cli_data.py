@@ -44,7 +44,7 @@ def test_init_import_show_window(cli, synthetic_bundle: Path) -> None:
     assert code == 0 and "2014-03-07" in out and "2014-03-10" not in out
     code, out, _ = cli("data", "window", "BBB", "--date", "2014-03-07", "--label", "--weeks", "2")
     assert code == 0
-    assert "[Week 2014-02-22 to 2014-02-28]" in out and "[Week 2014-03-01 to 2014-03-07]" in out
+    assert "[Week ending 2014-02-28]" in out and "[Week ending 2014-03-07]" in out
     assert "label" in out and "2014-03-14" in out
 
 

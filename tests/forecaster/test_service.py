@@ -99,3 +99,31 @@ def test_decoding_settings_are_validated() -> None:
         Decoding(mode="sample", temperature=0)
     with pytest.raises(ConfigError):
         Decoding(mode="beam")  # type: ignore[arg-type]
+
+
+def test_the_stopping_criterion_stops_each_sequence_on_its_own(handle) -> None:
+    import torch
+
+    from advisor.forecaster.generation import AnswerStop
+
+    tokenizer = handle.tokenizer
+    prompt = tokenizer("Predict AAA.", add_special_tokens=False)["input_ids"]
+    done_text = "[Prediction & Analysis]\nPrediction: Up by 1-2%\nAnalysis: fine.\n"
+    going_text = "[Prediction & Analysis]\nPrediction: Up by 1-2%\nAnalysis: fi"
+    rows = [prompt + tokenizer(t, add_special_tokens=False)["input_ids"] for t in (done_text, going_text)]
+    width = max(map(len, rows))
+    batch = torch.tensor([[tokenizer.pad_token_id] * (width - len(r)) + r for r in rows])
+    stop = AnswerStop(tokenizer, prompt_length=len(prompt) + width - len(rows[0]))
+    assert stop(batch[:1], None).tolist() == [True] and stop.reasons == {0: "answer_complete"}
+    stop = AnswerStop(tokenizer, prompt_length=len(prompt) + width - len(rows[1]))
+    assert stop(batch[1:], None).tolist() == [False] and stop.reasons == {}
+
+
+def test_early_stop_is_recorded_with_each_view(market, handle) -> None:
+    with session_scope(market) as session:
+        forecast_tickers(session, SqlMarketStore(session), handle, ["AAA"], date(2014, 5, 9), FAST, progress=False)
+    with market() as session:
+        row = session.scalars(select(Forecast)).one()
+    assert row.decoding["early_stop"] is True
+    assert row.decoding["stop_reason"] in ("eos", "length", "answer_complete", "repetition")
+    assert row.decoding["finished"] == (row.decoding["stop_reason"] != "length")

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from advisor.data.labels import ALL_BINS, Direction, MagnitudeBin, label_text
-from advisor.forecaster.views import ParseStatus, parse_view, render_view
+from advisor.forecaster.views import ParseStatus, answer_stop_reason, parse_view, render_view
 
 item_text = st.text(alphabet=st.characters(whitelist_categories=("L", "N", "Zs"), whitelist_characters=".,'$%()"), min_size=1, max_size=60).filter(lambda s: s.strip())
 items = st.lists(item_text, min_size=1, max_size=5)
@@ -85,3 +85,56 @@ def test_expected_return_uses_fingpt_midpoints() -> None:
     view = parse_view(render_view(Direction.DOWN, MagnitudeBin(5, None), ["a"], ["b"], "c"))
     assert view.expected_return_pct == -5.5
     assert label_text(Direction.UP, MagnitudeBin(0, 1)) == "Up by 0-1%"
+
+
+# --------------------------------------------------------------------------------------------------
+# Early stopping: the answer format says where an answer ends; a looping model is cut short.
+# --------------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=150)
+@given(directions, bins, items, items, item_text, st.text(max_size=80))
+def test_generation_stops_right_after_a_complete_answer_and_keeps_its_parse(direction, magnitude, positives, concerns, analysis, junk) -> None:
+    answer = render_view(direction, magnitude, positives, concerns, analysis)
+    lines = (answer + "\n" + junk).split("\n")
+    # Replay generation line by line: the check sees the text up to each newline.
+    for n in range(1, len(lines)):
+        so_far = "\n".join(lines[:n]) + "\n"
+        reason = answer_stop_reason(so_far)
+        if reason is not None:
+            break
+    else:
+        pytest.fail("a complete answer never stopped generation")
+    assert reason == "answer_complete" and so_far == answer + "\n"
+    assert parse_view(so_far) == parse_view(answer) and parse_view(so_far).status is ParseStatus.OK
+
+
+def test_a_partial_line_never_stops_generation() -> None:
+    answer = render_view(Direction.UP, MagnitudeBin(1, 2), ["Demand."], ["Costs."], "Balanced.")
+    assert answer_stop_reason(answer) is None, "the analysis line may still be growing"
+    assert answer_stop_reason(answer.split("Analysis")[0]) is None
+
+
+def test_an_analysis_before_any_prediction_does_not_stop() -> None:
+    text = "[Prediction & Analysis]\nAnalysis: demand is strong.\n"
+    assert answer_stop_reason(text) is None
+    assert answer_stop_reason(text + "Prediction: Up by 1-2%\nAnalysis: still strong.\n") == "answer_complete"
+
+
+def test_a_model_repeating_one_line_is_stopped() -> None:
+    loop = "Apple is a company.\n" * 2
+    assert answer_stop_reason(loop) is None
+    assert answer_stop_reason(loop + "Apple is a company.\n") == "repetition"
+    assert answer_stop_reason("\n\n\n\n") is None, "blank lines are not repetition"
+
+
+@pytest.mark.parametrize("line", [
+    "Prediction: Up by 0-1%, 1-2%, 2-3%, 3-4%, 4-5% or more than 5%",
+    "Prediction: Down by 1-2% or 2-3%",
+    "Prediction: up 1.5%, maybe 3%",
+])
+def test_a_prediction_line_naming_several_moves_is_not_a_choice(line: str) -> None:
+    text = f"[Positive Developments]\n1. ...\n[Potential Concerns]\n1. ...\n[Prediction & Analysis]\n{line}\nAnalysis: ..."
+    view = parse_view(text)
+    assert view.status is ParseStatus.UNPARSED and not view.is_signal
+    assert "several moves" in (view.error or "")
