@@ -38,11 +38,11 @@ class DemoOptions:
     tickers: tuple[str, ...] = DEMO_TICKERS
     sft_steps: int = 12
     sft_batch: int = 2
-    heldout_weeks: int = 4
+    heldout_weeks: int = 3
     with_base: bool = False  # the untuned base in the evaluation: it writes to the token limit, the slowest views
     retrain: bool = False
     rlhf_train_prompts: int = 6
-    rlhf_eval_prompts: int = 4
+    rlhf_eval_prompts: int = 2
     rlhf_steps: int = 2
 
 

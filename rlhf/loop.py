@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
@@ -64,12 +65,13 @@ class LoopOptions:
     train_prompts: int = 24
     eval_prompts: int = 12
     candidates: int = 2
-    temperature: float = 0.8  # diverse enough for distinct candidates, rarely off-format
+    temperature: float = 0.7  # diverse enough for distinct candidates, rarely off-format
     margin: float = DEFAULT_MARGIN
     simulate_user: bool = False
     rm_steps: int = 10
     dpo_steps: int = 10
     batch_size: int = 2  # pairs per reward-model and DPO step (KTO takes at least 2 rated views)
+    sample_batch: int = 12  # prompts sampled per generate call (x candidates sequences): fewer calls, less idle tail
     learning_rate: float = 2e-4
     beta: float = 0.1
     max_new_tokens: int = Decoding.max_new_tokens  # the same as forecasts and evaluations, so parent views are reused
@@ -97,6 +99,7 @@ class LoopContext:
     parent_key: str
     eval_windows: list[ForecastWindow]
     counts: dict[str, int]
+    started: float  # time.monotonic() at the start of the loop, for the progress lines
 
 
 @dataclass
@@ -139,6 +142,7 @@ def run_loop(
     console: Console | None = None,
 ) -> LoopResult:
     console = console or Console(quiet=True)
+    started = time.monotonic()
     train_start, train_end = options.train_period
     eval_start, eval_end = options.eval_period
     if not train_start < train_end < eval_start <= eval_end:
@@ -158,14 +162,14 @@ def run_loop(
         eval_windows = _eval_grid(store, tickers, eval_start, eval_end, options.eval_prompts, options.seed)
     if not train_windows or not eval_windows:
         raise AdvisorError(f"no usable windows in {train_start} .. {train_end} or {eval_start} .. {eval_end}")
-    console.print(f"[1/5] {options.candidates} candidates for {len(train_windows)} training and {len(eval_windows)} held-out windows (parent: version {parent_id})")
+    _say(console, started, f"[1/5] {options.candidates} candidates for {len(train_windows)} training and {len(eval_windows)} held-out windows (parent: version {parent_id})")
     sampling = Decoding(mode="sample", num_candidates=options.candidates, temperature=options.temperature,
-                        max_new_tokens=options.max_new_tokens, seed=options.seed, sample_batch=8)
+                        max_new_tokens=options.max_new_tokens, seed=options.seed, sample_batch=options.sample_batch)
     with session_scope(factory) as session:
         outcomes = forecast_windows(session, parent, train_windows + eval_windows, sampling, PromptConfig())
         candidate_ids = [o.forecast.id for group in outcomes for o in group]
 
-    console.print("[2/5] labelling: outcome-grounded pairs" + (" and simulated A/B choices" if options.simulate_user else ""))
+    _say(console, started, "[2/5] labelling: outcome-grounded pairs" + (" and simulated A/B choices" if options.simulate_user else ""))
     with session_scope(factory) as session:
         user = get_user(session, user_name)
         profile = require_profile(session, user)
@@ -203,7 +207,7 @@ def run_loop(
         reward_run_id, policy_run_id = reward_run.id, policy_run.id
         runs = [reward_run_id, policy_run_id]
     context = LoopContext(factory, model_dir, base_model, user_name, options, data_dir, console, user_id, profile_id,
-                          profile_version, params, parent, parent_id, parent_key, eval_windows, counts)
+                          profile_version, params, parent, parent_id, parent_key, eval_windows, counts, started)
     try:
         return _train_evaluate_register(context, method, train_rows, pairs, reward_run_id, policy_run_id)
     except BaseException as exc:
@@ -225,7 +229,7 @@ def _train_evaluate_register(
     reward = None
     reward_version_id = None
     if len(pairs.train) >= MIN_PAIRS:
-        console.print(f"[3/5] reward model on {len(pairs.train)} pairs")
+        _say(console, c.started, f"[3/5] reward model on {len(pairs.train)} pairs")
         reward_dir = adapters / f"reward-u{user_id}-{stamp}"
         result = train_reward_model(base_model, model_dir, pairs.train, pairs.eval, reward_dir, RewardOptions(max_steps=options.rm_steps, batch_size=options.batch_size, seed=options.seed))
         reward = RewardScorer.load(base_model, model_dir, reward_dir)
@@ -247,7 +251,7 @@ def _train_evaluate_register(
             run = session.get(TrainingRun, reward_run_id)
             run.status, run.error, run.finished_at = "failed", f"needs {MIN_PAIRS} pairs", utcnow()
 
-    console.print(f"[4/5] {method.upper()} from the parent adapter on {len(train_rows)} examples")
+    _say(console, c.started, f"[4/5] {method.upper()} from the parent adapter on {len(train_rows)} examples")
     out_dir = adapters / f"{method}-u{user_id}-{stamp}"
     spec = PreferenceSpec(
         method=method, base_model=base_model, model_dir=str(model_dir), parent_adapter=str(parent.adapter_path),
@@ -262,7 +266,7 @@ def _train_evaluate_register(
     tuned = load_model(ModelSpec(base=base_model, adapter=out_dir), model_dir)
 
     eval_windows = c.eval_windows
-    console.print(f"[5/5] evaluating tuned vs parent on {len(eval_windows)} held-out windows")
+    _say(console, c.started, f"[5/5] evaluating tuned vs parent on {len(eval_windows)} held-out windows")
     greedy = Decoding(max_new_tokens=options.max_new_tokens)
     with session_scope(factory) as session:
         tuned_version = ensure_model_version(session, tuned, kind=method, name=f"{method}-{user_name}-{stamp}", parent_id=parent_id,
@@ -291,6 +295,7 @@ def _train_evaluate_register(
         else:
             report.notes.append("not activated: the tuned adapter did not beat its parent on held-out utility (use --force to activate anyway)")
     paths = _write(report, c.data_dir / "reports", f"rlhf-{user_name}-{stamp}")
+    _say(console, c.started, f"done: report {paths['markdown']}")
     return LoopResult(user_name, c.profile_version, parent_id, tuned_id, reward_version_id, method, activated, report, c.counts, paths,
                       [reward_run_id, policy_run_id])
 
@@ -311,6 +316,11 @@ def _backtests(c: LoopContext, tuned_id: int, tickers: list[str]) -> dict[str, d
         except BacktestInputError as exc:
             out[name] = {"error": str(exc)}
     return out
+
+
+def _say(console: Console, started: float, text: str) -> None:
+    """A progress line with the time since the loop started (the loop runs for minutes on a CPU)."""
+    console.print(f"[dim]{time.monotonic() - started:6.0f}s[/dim] {text}", soft_wrap=True)
 
 
 def _write(report: ComparisonReport, directory: Path, stem: str) -> dict[str, str]:

@@ -212,7 +212,6 @@ def feedback_counts(session: Session, user: User) -> dict[str, int]:
     return counts
 
 
-
 def pending_pairs(session: Session, user: User, limit: int = 5) -> list[tuple[Forecast, Forecast]]:
     """Pairs of distinct candidate views (one prompt) the user can see and has not judged yet."""
     from advisor.forecaster.queries import visible_to

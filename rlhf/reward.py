@@ -20,7 +20,7 @@ from advisor.forecaster.modelstore import resolve_model_path
 from advisor.forecaster.training import Precision
 
 MIN_PAIRS = 4
-TRAIN_ACCURACY_SAMPLE = 8
+TRAIN_ACCURACY_SAMPLE = 4
 
 
 def load_scoring_model(base_path: Path):  # type: ignore[no-untyped-def]

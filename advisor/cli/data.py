@@ -12,7 +12,7 @@ from advisor.cli.common import console, ensure_database, parse_date, parse_ticke
 from advisor.data.importer import import_bundle
 from advisor.data.queries import ticker_overview
 from advisor.data.store import SqlMarketStore
-from advisor.data.windows import build_window, format_window, weekly_label
+from advisor.data.windows import DEFAULT_TEXTS_PER_WEEK, DEFAULT_WEEKS, build_window, format_window, weekly_label
 
 app = typer.Typer(help="Market data: import the offline bundle, sync from yfinance, inspect.", no_args_is_help=True)
 
@@ -96,8 +96,8 @@ def window_command(
     ctx: typer.Context,
     ticker: str = typer.Argument(..., help="Ticker symbol."),
     on: str = typer.Option(..., "--date", help="Forecast date (YYYY-MM-DD); the window ends at that session's close."),
-    weeks: int = typer.Option(4, min=1, max=12, help="Past weeks in the window."),
-    texts: int = typer.Option(3, min=0, max=20, help="Text items kept per week (the forecaster uses 3)."),
+    weeks: int = typer.Option(DEFAULT_WEEKS, min=1, max=12, help="Past weeks in the window."),
+    texts: int = typer.Option(DEFAULT_TEXTS_PER_WEEK, min=0, max=20, help="Text items kept per week (the forecaster's default)."),
     label: bool = typer.Option(False, "--label", help="Also show the realised label of the following week."),
 ) -> None:
     """Print a forecast window exactly as the forecaster sees it (point in time)."""

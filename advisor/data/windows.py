@@ -27,7 +27,7 @@ from advisor.data.store import CompanyInfo, MarketStore
 from advisor.data.textselect import SelectionStats, clean_for_prompt, records_from_frame, select_texts
 from advisor.errors import DataUnavailableError, FutureDateError
 
-DEFAULT_WEEKS = 4
+DEFAULT_WEEKS = 3  # FinGPT-Forecaster's default look-back; each week costs ~100 prompt tokens
 DEFAULT_TEXTS_PER_WEEK = 3
 MAX_STALENESS_DAYS = 7  # the newest visible bar must lie within the decision week
 

@@ -146,7 +146,7 @@ def test_future_and_unknown_and_out_of_range_dates(bundle_db, monkeypatch) -> No
         with pytest.raises(UnknownTickerError, match="ZZZ"):
             build_window(store, "ZZZ", date(2014, 3, 7))
         with pytest.raises(DataUnavailableError, match="earliest forecast date is 2014-01-30"):
-            build_window(store, "AAA", date(2014, 1, 20))
+            build_window(store, "AAA", date(2014, 1, 20), n_weeks=4)
         with pytest.raises(DataUnavailableError, match="stored prices end 2014-06-30"):
             build_window(store, "AAA", date(2014, 9, 5))
         with pytest.raises(DataUnavailableError, match="needs prices through"):

@@ -37,12 +37,12 @@ def test_a_user_adapter_is_trained_on_stored_preferences(tmp_path: Path, default
     factory = make_session_factory(engine)
     import_bundle(factory, real_bundle, progress=False)
     sft = train_sft(factory, model_dir, SFTOptions(start=date(2014, 1, 1), end=date(2015, 3, 31), base_model=DEFAULT_BASE_MODEL,
-                                                   max_steps=14, check_prompts=0), load_scorer(find_tfns(real_bundle)), progress=False)
+                                                   max_steps=12, batch_size=2, check_prompts=0), load_scorer(find_tfns(real_bundle)), progress=False)
     with session_scope(factory) as session:
         save_profile(session, "bold", ARCHETYPES["aggressive"], simulated=True)
     options = LoopOptions(
         train_period=(date(2014, 10, 1), date(2015, 3, 27)), eval_period=(date(2015, 4, 1), date(2015, 5, 29)), tickers=TICKERS,
-        train_prompts=12, eval_prompts=6, candidates=2, dpo_steps=3, rm_steps=3, simulate_user=True, max_new_tokens=200,
+        train_prompts=6, eval_prompts=3, candidates=2, dpo_steps=2, rm_steps=2, batch_size=1, simulate_user=True,
     )
     result = run_loop(factory, model_dir, DEFAULT_BASE_MODEL, "bold", options, tmp_path / "data")
 
