@@ -32,6 +32,7 @@ def resolve_profile(session: Any, spec: str) -> tuple[Any, str, int | None, int 
 
 def metrics_table(outcome: Any) -> Table:
     table = Table("strategy", "total", "ann. return", "ann. vol", "Sharpe", "Sortino", "max DD", "DD days", "turnover/yr", "gross", "hit rate")
+    table.columns[0].min_width = 22  # long reference names wrap onto two lines, not five
 
     def pct(value: float | None) -> str:
         return "—" if value is None else f"{100 * value:.1f}%"

@@ -44,7 +44,7 @@ def bench_import(bundle: Path, db_path: Path) -> None:
 
 def bench_windows(db_path: Path, weeks_limit: int | None) -> None:
     from advisor.data.store import PreloadedMarketStore
-    from advisor.data.windows import build_window, weekly_decision_dates
+    from advisor.data.windows import DEFAULT_TEXTS_PER_WEEK, DEFAULT_WEEKS, build_window, weekly_decision_dates
     from advisor.errors import DataUnavailableError
     from db.engine import make_engine, make_session_factory
 
@@ -68,7 +68,7 @@ def bench_windows(db_path: Path, weeks_limit: int | None) -> None:
         elapsed = time.perf_counter() - start
     print(
         f"windows: {built:,} built for {len(tickers)} tickers in {elapsed:.1f} s = {built / elapsed:,.0f} windows/s "
-        f"(preloaded store, 4 weeks, 5 texts/week; {skipped} dates without enough history skipped)"
+        f"(preloaded store, {DEFAULT_WEEKS} weeks, {DEFAULT_TEXTS_PER_WEEK} texts/week; {skipped} dates without enough history skipped)"
     )
 
 

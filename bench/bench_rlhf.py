@@ -1,9 +1,11 @@
 """RLHF benchmarks on the real default model. Prints figures; asserts nothing.
 
   * reward-model and DPO step time and peak memory (each in its own process), on pairs built from
-    real prompts (~700 tokens) with two SFT-style answers;
+    real prompts (~360 tokens) with two SFT-style answers;
   * with --full: the wall time of one whole ``advisor rlhf run`` for one user on 30 tickers x 20
-    training weeks (+ 4 held-out weeks), K=2 candidates — about an hour on the 2-core machine.
+    training weeks (+ 4 held-out weeks), K=2 candidates. Projected from the stage rates the demo
+    prints: about 3 hours on a 2-core AVX2 CPU without bf16 units (sampling the 1,200 candidates
+    alone is ~13 s per prompt there); run it where there is time or a GPU.
 
 Run: .venv/bin/python bench/bench_rlhf.py [--steps 10] [--full]
 Needs the offline bundle and an SFT adapter in the model directory (``make demo`` trains one; the
@@ -53,7 +55,7 @@ def sft_adapter(factory, model_dir: Path) -> Path:  # type: ignore[no-untyped-de
     return train_sft(factory, model_dir, SFTOptions(date(2014, 1, 1), date(2015, 3, 31), BASE, max_steps=20, check_prompts=0), SentimentScorer(None), progress=False).adapter_path
 
 
-def pairs(factory, n: int) -> list[dict]:  # type: ignore[no-untyped-def]
+def pairs(factory, model_dir: Path, n: int) -> list[dict]:  # type: ignore[no-untyped-def]
     from advisor.data.labels import Direction
     from advisor.data.store import PreloadedMarketStore
     from advisor.forecaster.prompts import PromptConfig, build_prompt
@@ -65,7 +67,7 @@ def pairs(factory, n: int) -> list[dict]:  # type: ignore[no-untyped-def]
 
     from advisor.forecaster.modelstore import resolve_model_path
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(BASE, REPO / "var" / "models"))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(BASE, model_dir))
     scorer = SentimentScorer(None)
     rows = []
     with factory() as session:
@@ -99,7 +101,7 @@ print("RESULT", json.dumps(metrics))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
     if line is None:
-        raise SystemExit(proc.stderr[-3000:])
+        raise SystemExit(f"{kind} child failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}\n{proc.stdout[-1000:]}")
     return json.loads(line[7:])
 
 
@@ -136,11 +138,11 @@ def main() -> None:
         adapter = sft_adapter(factory, args.model_dir)
         from rlhf.train_pref import write_rows
 
-        rows_path = write_rows(pairs(factory, 4 * args.steps), tmp / "pairs.jsonl")
+        rows_path = write_rows(pairs(factory, args.model_dir, 4 * args.steps), tmp / "pairs.jsonl")
         for kind in ("reward", "dpo"):
             m = child(kind, rows_path, adapter, tmp / kind, args.steps, args.model_dir)
-            print(f"{kind}: {m['steps']} steps of batch 2 at ~800 tokens: {m['seconds_per_step']} s/step, peak RSS {m['peak_rss_mb']} MB"
-                  + (f", loss {m.get('first_loss')} -> {m.get('last_loss')}" if kind == "dpo" else f", train pair accuracy {m.get('train_accuracy')}"))
+            print(f"{kind}: {m['steps']} steps of batch 2 (real prompts, two answers each): {m['seconds_per_step']} s/step, peak RSS {m['peak_rss_mb']} MB"
+                  + (f", loss {m.get('first_loss')} -> {m.get('last_loss')}" if kind == "dpo" else f", accuracy on its training batches {m.get('train_batch_accuracy')}"))
         if args.full:
             full_run(factory, args.model_dir, tmp)
 

@@ -59,9 +59,13 @@ def view_generator(rt: Runtime, user_id: int):  # type: ignore[no-untyped-def]
 
 def print_report(report) -> None:  # type: ignore[no-untyped-def]
     title = f"decision week {report.decision_week} on {report.broker}" + (" (dry run: nothing sent)" if report.dry_run else "")
-    table = Table("side", "qty", "ticker", "price", "notional", "target weight", "now held", title=title)
+    table = Table("side", "qty", "ticker", "slice", "price", "notional", "target weight", "now held", title=title)
+    slices = {(t.ticker, t.side): sum(1 for u in report.planned if (u.ticker, u.side) == (t.ticker, t.side)) for t in report.planned}
     for t in report.planned:
-        table.add_row(t.side.value, f"{t.qty:.4f}", t.ticker, f"{t.price:.2f}", f"{t.notional:,.0f}", f"{t.target_weight:.1%}", f"{t.current_qty:.4f}")
+        # An order above the per-order cap goes out as several slices; number them so they don't read as duplicates.
+        count = slices[(t.ticker, t.side)]
+        table.add_row(t.side.value, f"{t.qty:.4f}", t.ticker, f"{t.sequence + 1}/{count}" if count > 1 else "", f"{t.price:.2f}",
+                      f"{t.notional:,.0f}", f"{t.target_weight:.1%}", f"{t.current_qty:.4f}")
     console.print(table)
     if report.equity is not None:
         console.print(f"account equity {report.equity:,.2f}")

@@ -86,6 +86,7 @@ def test_reward_model_trains_scores_and_reranks(tiny_model_dir: Path, tmp_path: 
     result = train_reward_model(str(tiny_model_dir), tmp_path, rows[:6], rows[6:], tmp_path / "rm", RewardOptions(max_steps=6, learning_rate=5e-3), progress=False)
     assert result.metrics["steps"] == 6 and result.metrics["eval_pairs"] == 2
     assert 0.0 <= result.metrics["eval_accuracy"] <= 1.0
+    assert 0.0 <= result.metrics["train_batch_accuracy"] <= 1.0  # TRL's own per-batch accuracy, no extra pass
     scorer = RewardScorer.load(str(tiny_model_dir), tmp_path, tmp_path / "rm")
     score = scorer.score(PROMPT, "Prediction: Up by 1-2%")
     assert isinstance(score, float)

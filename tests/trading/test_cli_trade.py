@@ -171,3 +171,10 @@ def test_alpaca_live_url_is_refused_by_the_cli(cli, monkeypatch) -> None:
     code, out, err = cli("trade", "run", "--user", "trader", "--once", "--broker", "alpaca")
     assert code == 2 and "never live trading" in err
     assert "live-secret-value" not in out + err
+
+
+def test_the_plan_numbers_the_slices_of_an_order_above_the_per_order_cap(cli, trading_db, monkeypatch) -> None:
+    monkeypatch.setenv("ADVISOR_BROKER__MAX_ORDER_NOTIONAL", "5000")
+    code, out, _ = cli("trade", "run", "--user", "trader", "--once", "--as-of", "2014-05-09", "--dry-run")
+    assert code == 0, out
+    assert "slice" in out and "1/" in out and "2/" in out, "identical slices are numbered, not shown as duplicate rows"
