@@ -70,7 +70,7 @@ class LoopOptions:
     simulate_user: bool = False
     rm_steps: int = 10
     dpo_steps: int = 10
-    batch_size: int = 2  # pairs per reward-model and DPO step (KTO takes at least 2 rated views)
+    batch_size: int = 2  # pairs per reward-model and DPO step (KTO uses at least 2 rated views)
     sample_batch: int = 12  # prompts sampled per generate call (x candidates sequences): fewer calls, less idle tail
     learning_rate: float = 2e-4
     beta: float = 0.1
@@ -256,7 +256,7 @@ def _train_evaluate_register(
     spec = PreferenceSpec(
         method=method, base_model=base_model, model_dir=str(model_dir), parent_adapter=str(parent.adapter_path),
         rows_path=str(write_rows(train_rows, out_dir / "train.jsonl")), out_dir=str(out_dir), max_steps=options.dpo_steps,
-        batch_size=options.batch_size if method == "dpo" else max(2, options.batch_size),
+        batch_size=options.batch_size,
         learning_rate=options.learning_rate, beta=options.beta, seed=options.seed,
     )
     spec.save(out_dir / "spec.json")

@@ -102,15 +102,16 @@ def run(spec: PreferenceSpec) -> dict[str, Any]:
     # writes a dataset cache file that other ranks read too early; several ranks compute the reference
     # log-probs live (through the frozen reference adapter) instead.
     single_process = int(os.environ.get("WORLD_SIZE", "1")) == 1
-    precompute = single_process
-    seen = spec.max_steps * spec.batch_size
-    if precompute and spec.method == "dpo" and len(rows) > seen:
+    # TRL's KTO refuses a per-device batch of 1 (it needs desirable and undesirable views together).
+    batch_size = spec.batch_size if spec.method == "dpo" else max(2, spec.batch_size)
+    seen = spec.max_steps * batch_size
+    if single_process and spec.method == "dpo" and len(rows) > seen:
         rows = random.Random(spec.seed).sample(rows, seen)
     common = dict(
         output_dir=str(Path(spec.out_dir) / "trainer"), use_cpu=precision.use_cpu, bf16=precision.bf16,
-        per_device_train_batch_size=spec.batch_size, max_steps=spec.max_steps, learning_rate=spec.learning_rate,
+        per_device_train_batch_size=batch_size, max_steps=spec.max_steps, learning_rate=spec.learning_rate,
         beta=spec.beta, max_length=spec.max_length, gradient_checkpointing=False, save_strategy="no", report_to="none",
-        logging_steps=1, seed=spec.seed, disable_tqdm=not spec.progress, precompute_ref_log_probs=precompute,
+        logging_steps=1, seed=spec.seed, disable_tqdm=not spec.progress, precompute_ref_log_probs=single_process,
     )
     if spec.method == "dpo":
         from trl import DPOConfig, DPOTrainer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import timedelta
 
 import typer
@@ -60,7 +61,7 @@ def view_generator(rt: Runtime, user_id: int):  # type: ignore[no-untyped-def]
 def print_report(report) -> None:  # type: ignore[no-untyped-def]
     title = f"decision week {report.decision_week} on {report.broker}" + (" (dry run: nothing sent)" if report.dry_run else "")
     table = Table("side", "qty", "ticker", "slice", "price", "notional", "target weight", "now held", title=title)
-    slices = {(t.ticker, t.side): sum(1 for u in report.planned if (u.ticker, u.side) == (t.ticker, t.side)) for t in report.planned}
+    slices = Counter((t.ticker, t.side) for t in report.planned)
     for t in report.planned:
         # An order above the per-order cap goes out as several slices; number them so they don't read as duplicates.
         count = slices[(t.ticker, t.side)]

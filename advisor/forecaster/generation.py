@@ -16,6 +16,7 @@ token limit; the untuned base model loops on every prompt. The reason is stored 
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -155,17 +156,18 @@ class AnswerStop:
         return done
 
 
-_NEWLINE_IDS: dict[int, frozenset[int]] = {}
+# Per tokenizer, computed once (a pass over the vocabulary); weak keys, so a freed tokenizer's entry
+# goes with it and a new tokenizer at the same address never inherits it.
+_NEWLINE_IDS: weakref.WeakKeyDictionary[Any, frozenset[int]] = weakref.WeakKeyDictionary()
 
 
 def _newline_token_ids(tokenizer: Any) -> frozenset[int]:
-    key = id(tokenizer)
-    if key not in _NEWLINE_IDS:
+    if tokenizer not in _NEWLINE_IDS:
         vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-        _NEWLINE_IDS[key] = frozenset(
+        _NEWLINE_IDS[tokenizer] = frozenset(
             i for i, piece in enumerate(vocab) if piece is not None and "\n" in tokenizer.convert_tokens_to_string([piece])
         )
-    return _NEWLINE_IDS[key]
+    return _NEWLINE_IDS[tokenizer]
 
 
 def _generate_batch(
