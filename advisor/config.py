@@ -44,6 +44,23 @@ class BrokerSettings(BaseModel):
     initial_cash: float = Field(100_000.0, gt=0, description="Starting cash of a new local paper account.")
 
 
+class InferenceSettings(BaseModel):
+    """Which inference backend writes views (see ``advisor/forecaster/backends``)."""
+
+    backend: Literal["auto", "engine", "transformers", "openai"] = Field(
+        "auto",
+        description="auto: the fast engine where the model supports it, else transformers; "
+        "openai: an OpenAI-compatible server (vLLM, SGLang, llama.cpp server).",
+    )
+    slots: int = Field(32, ge=1, le=256, description="Sequences the engine decodes together (KV cache ~35 MB each for the default model).")
+    server_url: str = Field("http://127.0.0.1:8000/v1", description="Base URL of the OpenAI-compatible server.")
+    server_model: str | None = Field(None, description="Served name of the base model (default: the base model's name).")
+    server_adapter_prefix: str = Field("advisor-", description="Served LoRA names are this prefix + 16 hex of the adapter hash.")
+    server_timeout_s: float = Field(120.0, gt=0, description="Read timeout of one completion request.")
+    server_retries: int = Field(3, ge=1, le=10, description="Attempts per completion request (connection errors, 5xx, 429).")
+    server_concurrency: int = Field(8, ge=1, le=256, description="Completion requests in flight at once.")
+
+
 class Settings(BaseSettings):
     """Typed configuration. Build it with :func:`load_settings`, not directly."""
 
@@ -63,6 +80,7 @@ class Settings(BaseSettings):
     yfinance_timeout_s: float = Field(10.0, gt=0, description="Per-request timeout for yfinance.")
     yfinance_retries: int = Field(3, ge=1, le=10, description="Attempts per yfinance request.")
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    inference: InferenceSettings = Field(default_factory=InferenceSettings)
 
     @field_validator("data_dir", "model_dir", "bundle_dir", mode="after")
     @classmethod

@@ -23,6 +23,11 @@ class Runtime:
     settings: Settings
     _engine: Engine | None = field(default=None, init=False, repr=False)
 
+    def __post_init__(self) -> None:
+        from advisor.forecaster.backends import configure
+
+        configure(self.settings.inference)
+
     @property
     def engine(self) -> Engine:
         if self._engine is None:

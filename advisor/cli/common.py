@@ -57,3 +57,17 @@ def parse_tickers(value: str) -> list[str]:
     if not tickers:
         raise AdvisorError("--tickers: give at least one ticker, e.g. AAPL,MSFT")
     return tickers
+
+
+BACKEND_HELP = "Inference backend: auto (the fast engine where supported), engine, transformers, or openai (a server)."
+
+
+def use_backend(rt: Runtime, backend: str | None) -> None:
+    """A ``--backend`` flag overrides the configured inference backend for this command."""
+    if backend is None:
+        return
+    from advisor.forecaster.backends import BACKENDS, configure
+
+    if backend not in ("auto", *BACKENDS):
+        raise AdvisorError(f"--backend: '{backend}' is not one of auto, {', '.join(BACKENDS)}")
+    configure(rt.settings.inference.model_copy(update={"backend": backend}))

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.panel import Panel
 
-from advisor.cli.common import console, ensure_database, parse_date, parse_tickers, runtime
+from advisor.cli.common import BACKEND_HELP, console, ensure_database, parse_date, parse_tickers, runtime, use_backend
 from advisor.forecaster.generation import Decoding
 from advisor.runtime import Runtime
 
@@ -46,6 +46,34 @@ def list_versions(ctx: typer.Context) -> None:
             shown = {k: v for k, v in (row.metrics or {}).items() if isinstance(v, (int, float)) and k in ("train_loss", "heldout_parse_rate", "steps")}
             table.add_row(str(row.id), row.name, row.kind, str(row.parent_id or ""), (row.adapter_hash or "")[:12], str(shown))
     console.print(table)
+
+
+@model_app.command("served-names")
+def served_names(ctx: typer.Context) -> None:
+    """The model names the openai backend asks a server for, and the vLLM flags that serve them."""
+    from pathlib import Path as _Path
+
+    from sqlalchemy import select
+
+    from db.models import ModelVersion
+
+    rt = runtime(ctx)
+    ensure_database(rt)
+    settings = rt.settings.inference
+    base_name = settings.server_model or _Path(rt.settings.base_model).name
+    modules = []
+    with rt.session() as session:
+        for row in session.scalars(select(ModelVersion).where(ModelVersion.adapter_hash.is_not(None)).order_by(ModelVersion.id)):
+            if row.adapter_path:
+                modules.append((row.id, row.name, f"{settings.server_adapter_prefix}{row.adapter_hash[:16]}", row.adapter_path))
+    console.print(f"base model: {escape(base_name)}", soft_wrap=True)
+    for version_id, name, served, path in modules:
+        console.print(f"version {version_id} ({escape(name)}): {escape(served)} = {escape(path)}", soft_wrap=True)
+    flags = " ".join(f"{served}={path}" for _, _, served, path in modules)
+    console.print(
+        escape(f"vllm serve <base model dir> --served-model-name {base_name} --enable-lora --max-lora-rank 64 --lora-modules {flags}"),
+        soft_wrap=True, highlight=False,
+    )
 
 
 def resolve_handle(
@@ -87,6 +115,7 @@ def forecast_command(
     max_new_tokens: int = typer.Option(Decoding.max_new_tokens, min=16, max=2048, help="Generation limit per view."),
     temperature: float = typer.Option(0.9, help="Sampling temperature (with --samples > 1)."),
     user: str | None = typer.Option(None, help="Forecast for this user: their active adapter, stored as theirs."),
+    backend: str | None = typer.Option(None, help=BACKEND_HELP),
 ) -> None:
     """Write a weekly view per ticker with the forecaster, print it and store it."""
     from advisor.data.store import SqlMarketStore
@@ -94,6 +123,7 @@ def forecast_command(
 
     rt = runtime(ctx)
     ensure_database(rt)
+    use_backend(rt, backend)
     decoding = Decoding(
         mode="greedy" if samples == 1 else "sample", num_candidates=samples, seed=seed,
         max_new_tokens=max_new_tokens, temperature=temperature,
@@ -203,6 +233,7 @@ def eval_forecasts_command(
     daily: bool = typer.Option(False, "--daily", help="Stocknet daily movement mode (next-day, 5 days of input)."),
     no_base: bool = typer.Option(False, "--no-base", help="Skip the untuned base model baseline (saves time)."),
     seed: int = typer.Option(0),
+    backend: str | None = typer.Option(None, help=BACKEND_HELP),
 ) -> None:
     """Parse rate, accuracy, MCC, bin accuracy, MSE with 95% intervals, against baselines; JSON + Markdown report."""
     from datetime import datetime, timezone
@@ -214,6 +245,7 @@ def eval_forecasts_command(
 
     rt = runtime(ctx)
     ensure_database(rt)
+    use_backend(rt, backend)
     handle = resolve_handle(rt, model, adapter, False, "none", kind="sft-daily" if daily else "sft")
     models = {"model": handle}
     if not no_base and handle.adapter_hash is not None:

@@ -54,6 +54,7 @@ class LoadedBase:
     quantization: str
     adapters: dict[str, Path] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
+    engines: dict[str, Any] = field(default_factory=dict)  # fast decoding engines by weight mode (backends/fast.py)
 
     @property
     def context_length(self) -> int:
@@ -82,7 +83,7 @@ class ModelHandle:
         with self.base.lock:
             model = self.base.model
             if self.adapter_hash is not None:
-                model.set_adapter(_adapter_name(self.adapter_hash))
+                model.set_adapter(adapter_name(self.adapter_hash))
                 yield model
             elif hasattr(model, "disable_adapter") and self.base.adapters:
                 with model.disable_adapter():
@@ -199,7 +200,7 @@ def attach_adapter(base: LoadedBase, adapter_path: Path) -> ModelHandle:
         raise ModelNotFoundError(f"adapter {adapter_path} does not exist")
     digest = adapter_hash(adapter_path)
     check_adapter_base(adapter_path, base)
-    name = _adapter_name(digest)
+    name = adapter_name(digest)
     with base.lock:
         if digest not in base.adapters:
             try:
@@ -238,7 +239,8 @@ def write_adapter_meta(adapter_path: Path, *, base_model: str, base_fingerprint:
     (adapter_path / ADAPTER_META).write_text(json.dumps(meta, indent=2, default=str))
 
 
-def _adapter_name(digest: str) -> str:
+def adapter_name(digest: str) -> str:
+    """The peft adapter name an adapter is loaded under (from its content hash)."""
     return f"a{digest[:16]}"
 
 

@@ -95,9 +95,12 @@ def forecast_windows(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> list[list[ForecastOutcome]]:
     """Generate (or reuse) ``decoding.num_candidates`` views per window and add them to ``session``."""
+    from advisor.forecaster.backends import select_backend
+
     prompts = build_prompts(windows, handle, prompt_config, decoding, who.risk_context)
     version = ensure_model_version(session, handle)
-    record = decoding.record(str(handle.base.dtype).replace("torch.", ""))
+    backend = select_backend(handle)
+    record = decoding.record(str(handle.base.dtype).replace("torch.", ""), backend.name)
     record_json = json.dumps(record, sort_keys=True)
     groups = [_key(version.key, p.hash, record_json, who.user_id) for p in prompts]
 
@@ -107,7 +110,10 @@ def forecast_windows(
         if len(rows) == decoding.num_candidates:
             existing[group] = rows
     todo = [i for i, g in enumerate(groups) if g not in existing]
-    generated = generate(handle, [prompts[i].text for i in todo], [prompts[i].hash for i in todo], decoding, progress=progress, on_progress=on_progress)
+    generated = generate(
+        handle, [prompts[i].text for i in todo], [prompts[i].hash for i in todo], decoding,
+        progress=progress, on_progress=on_progress, backend=backend,
+    )
 
     outcomes: list[list[ForecastOutcome]] = [[] for _ in windows]
     for i, group in enumerate(groups):

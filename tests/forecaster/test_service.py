@@ -104,7 +104,7 @@ def test_decoding_settings_are_validated() -> None:
 def test_the_stopping_criterion_stops_each_sequence_on_its_own(handle) -> None:
     import torch
 
-    from advisor.forecaster.generation import AnswerStop
+    from advisor.forecaster.backends.hf import AnswerStop
 
     tokenizer = handle.tokenizer
     prompt = tokenizer("Predict AAA.", add_special_tokens=False)["input_ids"]

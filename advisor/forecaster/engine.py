@@ -1,0 +1,542 @@
+"""A continuous-batching decoder for Llama-family models, built from the loaded transformers weights.
+
+Why not ``model.generate``: on a CPU the forecaster's cost is prefill (proportional to prompt
+tokens) and decode steps (each reads every weight once, whatever the batch). Plain ``generate`` pads
+a batch to its longest prompt, shares nothing, and keeps every row running until the slowest stops.
+This engine instead
+
+* keeps ``slots`` sequences in flight and refills a slot the moment its sequence stops (continuous
+  batching), compacting live rows so a decode step never carries dead ones;
+* prefills each prompt once, without padding, and gives a prompt's K sampled candidates copies of
+  that one KV cache (candidates share the whole prompt);
+* prefills the token prefix that every prompt of a call shares once;
+* holds the base's linear layers fused (q/k/v as one product, gate/up as one) and computes
+  decode-step products in the order a 2-core CPU's BLAS streams fastest (see :class:`_Linear`).
+  LoRA adapters are a side path (``x·Aᵀ·Bᵀ·scale``, fused per group) on top of the one shared base,
+  so every user's adapter is served by the same weights and a new adapter version needs no
+  conversion: its factors are stacked on first use (milliseconds) and cached by adapter hash.
+
+Numerics: the engine computes what transformers computes, in the model's dtype, up to float
+rounding (fused products block differently). Int8 weights and activations (fbgemm) were measured
+and rejected: 2x faster, but on 32 held-out views only 4 kept the reference's predicted bin.
+
+Sampling draws each candidate from its own ``torch.Generator`` seeded with the candidate's seed, so a
+candidate is reproducible from its stored seed whatever else shared the batch (up to float rounding:
+a different batch mix can change matrix-multiply blocking, so bit-identity is not promised).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from advisor.errors import ConfigError
+
+SUPPORTED_MODEL_TYPES = frozenset({"llama"})
+MIN_SHARED_PREFIX = 8  # tokens; below this a shared-prefix pass is not worth its bookkeeping
+ADAPTER_CACHE_SIZE = 16  # stacked LoRA factors kept per engine (a few MB each)
+DECODE_ROWS_MAX = 64  # up to this many rows a product is computed as W @ xᵀ (see _Linear)
+
+
+class EngineUnsupportedError(ConfigError):
+    """The model is not one the engine implements (the caller falls back to transformers)."""
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    """One prompt: its token ids and one seed per candidate (len(seeds) = candidates)."""
+
+    prompt_ids: tuple[int, ...]
+    seeds: tuple[int, ...]
+
+
+@dataclass
+class EngineOutput:
+    token_ids: list[int]
+    stop_reason: str  # eos | length | answer_complete | repetition
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    mode: Literal["greedy", "sample"]
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+
+@dataclass
+class _Sequence:
+    request: int
+    candidate: int
+    length: int  # tokens in the KV cache
+    generated: list[int] = field(default_factory=list)
+    generator: Any = None
+
+
+@dataclass
+class _Linear:
+    """A (possibly fused) linear layer, weight [out, in].
+
+    For a few rows (decode steps) the product is computed as ``W @ xᵀ``: with the weight as the
+    left operand BLAS streams it in its stored order, about twice as fast on a 2-core CPU at 8-48
+    rows as ``x @ Wᵀ``; prefill keeps ``F.linear``.
+    """
+
+    weight: Any
+    bias: Any = None
+
+    def __call__(self, x: Any) -> Any:
+        import torch
+        import torch.nn.functional as F
+
+        rows = x.numel() // x.shape[-1]
+        if rows > DECODE_ROWS_MAX or x.device.type != "cpu":
+            return F.linear(x, self.weight, self.bias)
+        y = torch.mm(self.weight, x.reshape(rows, x.shape[-1]).t()).t()
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
+@dataclass
+class _LoraGroup:
+    """LoRA of a fused group: the update ``b @ a`` with a [r_total, in] stacked and b [out, r_total]
+    block-diagonal, the adapter's scaling folded into b."""
+
+    a: Any
+    b: Any
+
+
+@dataclass
+class _Layer:
+    norm1: Any
+    norm2: Any
+    qkv: _Linear
+    o: _Linear
+    gate_up: _Linear
+    down: _Linear
+
+
+PROJECTION_GROUPS = {
+    "qkv": (("self_attn", "q_proj"), ("self_attn", "k_proj"), ("self_attn", "v_proj")),
+    "o": (("self_attn", "o_proj"),),
+    "gate_up": (("mlp", "gate_proj"), ("mlp", "up_proj")),
+    "down": (("mlp", "down_proj"),),
+}
+
+
+def causal_lm(model: Any) -> Any:
+    """The transformers causal LM inside a (possibly peft-wrapped) model."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def check_supported(model: Any) -> None:
+    """Raise :class:`EngineUnsupportedError` unless ``model`` has the layout the engine implements."""
+    import torch
+
+    lm = causal_lm(model)
+    config = lm.config
+    model_type = getattr(config, "model_type", "?")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise EngineUnsupportedError(f"it implements {sorted(SUPPORTED_MODEL_TYPES)} models, not '{model_type}'")
+    core = getattr(lm, "model", None)
+    if core is None or any(not hasattr(core, n) for n in ("embed_tokens", "layers", "norm", "rotary_emb")) or not hasattr(lm, "lm_head"):
+        raise EngineUnsupportedError(f"{type(lm).__name__} lacks the Llama module layout")
+    for layer in core.layers:
+        for group in PROJECTION_GROUPS.values():
+            for parent, name in group:
+                base = _base_linear(getattr(getattr(layer, parent), name))
+                if not isinstance(base, torch.nn.Linear) or base.weight.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+                    raise EngineUnsupportedError(f"its {name} is a {type(base).__name__} (quantised loading), not a plain Linear")
+
+
+def adapter_problem(model: Any, adapter_name: str) -> str | None:
+    """Why the engine cannot apply peft adapter ``adapter_name`` of ``model``, or None.
+
+    The engine merges LoRA on the attention and MLP projections; an adapter that also trains other
+    modules (embeddings, the head, ``modules_to_save``) or uses DoRA is left to transformers.
+    """
+    projections = {name for group in PROJECTION_GROUPS.values() for _, name in group}
+    found = False
+    for name, module in model.named_modules():
+        lora_a = getattr(module, "lora_A", None)
+        saved = getattr(module, "modules_to_save", None)
+        if saved is not None and adapter_name in saved:
+            return f"the adapter also trains {name} (modules_to_save)"
+        if lora_a is None or adapter_name not in lora_a:
+            continue
+        if name.rsplit(".", 1)[-1] not in projections:
+            return f"the adapter puts LoRA on {name}, which the engine does not merge"
+        if getattr(module, "use_dora", {}).get(adapter_name, False):
+            return "DoRA adapters are not implemented by the engine"
+        found = True
+    return None if found else f"adapter '{adapter_name}' is not loaded on this model"
+
+
+class DecoderEngine:
+    """Generates for many prompts with continuous batching; see the module docstring."""
+
+    def __init__(self, model: Any) -> None:
+        import torch
+
+        check_supported(model)
+        self.model = model
+        lm = causal_lm(model)
+        config = lm.config
+        self.n_heads = config.num_attention_heads
+        self.n_kv = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.n_heads
+        self.scale = self.head_dim**-0.5
+        self.eps = float(config.rms_norm_eps)
+        self.embed = lm.model.embed_tokens.weight.detach()
+        self.device = self.embed.device
+        self.dtype = self.embed.dtype
+        self.rotary = lm.model.rotary_emb
+        self.act = lm.model.layers[0].mlp.act_fn
+        self.core_layers = list(lm.model.layers)
+        self.layers = [self._build_layer(layer) for layer in self.core_layers]
+        self.final_norm = lm.model.norm.weight.detach()
+        head = lm.lm_head
+        self.head = self._linear([head.weight.detach()], [None if getattr(head, "bias", None) is None else head.bias.detach()])
+        self._lora: OrderedDict[str, list[dict[str, _LoraGroup]]] = OrderedDict()
+        self._merged: list[_Layer] | None = None  # one buffer of base + the active adapter's update
+        self._merged_for: str | None = None
+        self.lock = threading.RLock()
+
+    # ---------------------------------------------------------------- weights
+
+    def _linear(self, weights: list[Any], biases: list[Any]) -> _Linear:
+        import torch
+
+        weight = torch.cat(weights, dim=0) if len(weights) > 1 else weights[0]
+        bias = None
+        if any(b is not None for b in biases):
+            bias = torch.cat([b if b is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device) for w, b in zip(weights, biases, strict=True)])
+        return _Linear(weight.contiguous(), bias)
+
+    def _build_layer(self, layer: Any) -> _Layer:
+        fused = {}
+        for group, members in PROJECTION_GROUPS.items():
+            bases = [_base_linear(getattr(getattr(layer, parent), name)) for parent, name in members]
+            fused[group] = self._linear([b.weight.detach() for b in bases], [None if b.bias is None else b.bias.detach() for b in bases])
+        return _Layer(layer.input_layernorm.weight.detach(), layer.post_attention_layernorm.weight.detach(), **fused)
+
+    def _weights_for(self, adapter_name: str | None) -> list[_Layer]:
+        """The layers to run for peft adapter ``adapter_name``: the base, or base + LoRA merged.
+
+        Merging costs one copy of the base and a rank-r update per matrix (~0.1 s for the 135M
+        model) when the adapter changes, and removes the adapter's extra products from every step.
+        """
+        if adapter_name is None:
+            return self.layers
+        with self.lock:
+            if self._merged_for == adapter_name and self._merged is not None:
+                return self._merged
+            groups = self._adapter_groups(adapter_name)
+            if self._merged is None:
+                self._merged = [
+                    _Layer(layer.norm1, layer.norm2, **{g: _Linear(getattr(layer, g).weight.clone(), getattr(layer, g).bias) for g in PROJECTION_GROUPS})
+                    for layer in self.layers
+                ]
+            for base, merged, lora in zip(self.layers, self._merged, groups, strict=True):
+                for group in PROJECTION_GROUPS:
+                    target = getattr(merged, group).weight
+                    target.copy_(getattr(base, group).weight)
+                    if group in lora:
+                        target.addmm_(lora[group].b, lora[group].a)
+            self._merged_for = adapter_name
+            return self._merged
+
+    def _adapter_groups(self, adapter_name: str) -> list[dict[str, _LoraGroup]]:
+        """The stacked LoRA factors of peft adapter ``adapter_name`` (cached by name = content hash)."""
+        with self.lock:
+            if adapter_name in self._lora:
+                self._lora.move_to_end(adapter_name)
+                return self._lora[adapter_name]
+            problem = adapter_problem(self.model, adapter_name)
+            if problem is not None:
+                raise EngineUnsupportedError(problem)
+            groups = [self._stack_lora(layer, adapter_name) for layer in self.core_layers]
+            self._lora[adapter_name] = groups
+            while len(self._lora) > ADAPTER_CACHE_SIZE:
+                self._lora.popitem(last=False)
+            return groups
+
+    def forget_adapter(self, adapter_name: str) -> None:
+        with self.lock:
+            self._lora.pop(adapter_name, None)
+            if self._merged_for == adapter_name:
+                self._merged_for = None
+
+    def _stack_lora(self, layer: Any, adapter_name: str) -> dict[str, _LoraGroup]:
+        import torch
+
+        stacked: dict[str, _LoraGroup] = {}
+        for group, members in PROJECTION_GROUPS.items():
+            parts = []  # (A [r, in], B [out, r] scaled) or None, per member
+            outs = []
+            for parent, name in members:
+                module = getattr(getattr(layer, parent), name)
+                base = _base_linear(module)
+                outs.append(base.weight.shape[0])
+                lora_a = getattr(module, "lora_A", {})
+                if adapter_name not in lora_a:
+                    parts.append(None)
+                    continue
+                a = module.lora_A[adapter_name].weight.detach().to(self.dtype)
+                b = module.lora_B[adapter_name].weight.detach().to(self.dtype) * float(module.scaling[adapter_name])
+                parts.append((a, b))
+            if all(p is None for p in parts):
+                continue
+            ranks = [0 if p is None else p[0].shape[0] for p in parts]
+            a_all = torch.cat([p[0] for p in parts if p is not None], dim=0)
+            b_all = torch.zeros(sum(outs), sum(ranks), dtype=self.dtype, device=self.device)
+            row = col = 0
+            for part, out, rank in zip(parts, outs, ranks, strict=True):
+                if part is not None:
+                    b_all[row : row + out, col : col + rank] = part[1]
+                row, col = row + out, col + rank
+            stacked[group] = _LoraGroup(a_all.contiguous(), b_all)
+        return stacked
+
+    # ---------------------------------------------------------------- forward pass
+
+    def _norm(self, x: Any, weight: Any) -> Any:
+        import torch
+
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return weight * h.to(x.dtype)
+
+    def _forward(self, ids: Any, positions: Any, cache: tuple[list[Any], list[Any]], rows: slice, key_len: int, layers: list[_Layer]) -> Any:
+        """Run ``ids`` [B, T] at ``positions`` [B, T] against cache rows ``rows`` (B of them).
+
+        New keys/values are written at each row's positions; attention reads cache positions
+        ``[0, key_len)`` masked to ``<= position``. Returns the last position's logits [B, vocab].
+        """
+        import torch
+        import torch.nn.functional as F
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+        batch, steps = ids.shape
+        x = F.embedding(ids, self.embed)
+        cos, sin = self.rotary(x, positions)
+        keys, values = cache
+        q_size, kv_size = self.n_heads * self.head_dim, self.n_kv * self.head_dim
+        key_positions = torch.arange(key_len, device=self.device)
+        if steps == 1:
+            # decode: one query per row; grouped-query attention as two small batched products
+            group = self.n_heads // self.n_kv
+            masked = key_positions[None, :] > positions[:, :1]  # [B, L]
+            bias = torch.zeros(masked.shape, dtype=x.dtype, device=self.device).masked_fill(masked, float("-inf"))[:, None, None, :]
+            row_index = torch.arange(rows.start, rows.start + batch, device=self.device)
+            flat_positions = positions[:, 0]
+        else:
+            # a prompt from position 0 is plainly causal (the kernel skips the masked half)
+            mask = None if int(positions[0, 0]) == 0 else (key_positions[None, None, :] <= positions[:, :, None])[:, None]
+        for index, layer in enumerate(layers):
+            h = self._norm(x, layer.norm1)
+            qkv = layer.qkv(h)
+            q = qkv[..., :q_size].view(batch, steps, self.n_heads, self.head_dim).transpose(1, 2)
+            k = qkv[..., q_size : q_size + kv_size].view(batch, steps, self.n_kv, self.head_dim).transpose(1, 2)
+            v = qkv[..., q_size + kv_size :].view(batch, steps, self.n_kv, self.head_dim).transpose(1, 2)
+            q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            if steps == 1:
+                keys[index][row_index, :, flat_positions] = k[:, :, 0]
+                values[index][row_index, :, flat_positions] = v[:, :, 0]
+                cached_k = keys[index][rows, :, :key_len]
+                cached_v = values[index][rows, :, :key_len]
+                grouped = q.reshape(batch, self.n_kv, group, self.head_dim)
+                scores = torch.matmul(grouped, cached_k.transpose(-1, -2)) * self.scale + bias
+                out = torch.matmul(torch.softmax(scores, dim=-1), cached_v).reshape(batch, 1, q_size)
+            else:
+                start = int(positions[0, 0])
+                keys[index][rows, :, start : start + steps] = k
+                values[index][rows, :, start : start + steps] = v
+                cached_k = keys[index][rows, :, :key_len]
+                cached_v = values[index][rows, :, :key_len]
+                out = F.scaled_dot_product_attention(
+                    q, cached_k, cached_v, attn_mask=mask, is_causal=mask is None, scale=self.scale, enable_gqa=self.n_kv != self.n_heads
+                )
+                out = out.transpose(1, 2).reshape(batch, steps, q_size)
+            x = x + layer.o(out)
+            h = self._norm(x, layer.norm2)
+            gate_up = layer.gate_up(h)
+            gate, up = gate_up.chunk(2, dim=-1)
+            x = x + layer.down(self.act(gate) * up)
+        return self.head(self._norm(x[:, -1], self.final_norm)).float()
+
+    # ---------------------------------------------------------------- generation
+
+    def generate(
+        self,
+        requests: Sequence[EngineRequest],
+        settings: SamplingSettings,
+        *,
+        slots: int,
+        eos_ids: frozenset[int],
+        adapter: str | None = None,
+        stop_check: Callable[[list[int]], str | None] | None = None,
+        on_request_done: Callable[[int], None] | None = None,
+    ) -> list[list[EngineOutput]]:
+        """Outputs per request and candidate, with peft adapter ``adapter`` (None: the base).
+
+        ``stop_check(tokens)`` may end a sequence early with a reason.
+        """
+        import torch
+
+        if not requests:
+            return []
+        layers = self._weights_for(adapter)
+        slots = min(max(slots, max(len(r.seeds) for r in requests)), sum(len(r.seeds) for r in requests))
+        max_len = max(len(r.prompt_ids) for r in requests) + settings.max_new_tokens + 1
+        shape = (slots, self.n_kv, max_len, self.head_dim)
+        cache = ([torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers],
+                 [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers])
+        results: list[list[EngineOutput | None]] = [[None] * len(r.seeds) for r in requests]
+        remaining = [len(r.seeds) for r in requests]
+        live: list[_Sequence | None] = [None] * slots
+
+        def accept(slot: int, token: int) -> None:
+            """Append the chosen token, or end the sequence (freeing its slot) with the reason."""
+            sequence = live[slot]
+            assert sequence is not None
+            reason = None
+            if token in eos_ids:
+                reason = "eos"
+            else:
+                sequence.generated.append(token)
+                reason = stop_check(sequence.generated) if stop_check is not None else None
+                if reason is None and len(sequence.generated) >= settings.max_new_tokens:
+                    reason = "length"
+            if reason is None:
+                return
+            results[sequence.request][sequence.candidate] = EngineOutput(list(sequence.generated), reason)
+            live[slot] = None
+            remaining[sequence.request] -= 1
+            if remaining[sequence.request] == 0 and on_request_done is not None:
+                on_request_done(sequence.request)
+
+        with torch.inference_mode():
+            prefix = self._shared_prefix(requests, layers)
+            queue = list(range(len(requests)))
+            while queue or any(s is not None for s in live):
+                # Admit prompts while all of a prompt's candidates fit in the free slots.
+                while queue:
+                    free = [i for i, s in enumerate(live) if s is None]
+                    if len(free) < len(requests[queue[0]].seeds):
+                        break
+                    index = queue.pop(0)
+                    chosen = self._admit(index, requests[index], free[: len(requests[index].seeds)], live, cache, prefix, settings, layers)
+                    for slot, token in chosen:
+                        accept(slot, token)
+                self._compact(live, cache)
+                rows = sum(s is not None for s in live)
+                if rows:
+                    for slot, token in enumerate(self._decode_step(live, rows, cache, settings, layers)):
+                        accept(slot, token)
+        return [[o for o in row if o is not None] for row in results]
+
+    def _shared_prefix(self, requests: Sequence[EngineRequest], layers: list[_Layer]) -> tuple[int, list[Any], list[Any]] | None:
+        """KV of the token prefix every prompt shares (leaving at least one token of each prompt)."""
+        import torch
+
+        if len(requests) < 2:
+            return None
+        first = requests[0].prompt_ids
+        limit = min(len(r.prompt_ids) for r in requests) - 1
+        n = 0
+        while n < limit and all(r.prompt_ids[n] == first[n] for r in requests):
+            n += 1
+        if n < MIN_SHARED_PREFIX:
+            return None
+        shape = (1, self.n_kv, n, self.head_dim)
+        keys = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+        values = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+        ids = torch.tensor([first[:n]], device=self.device)
+        self._forward(ids, torch.arange(n, device=self.device)[None], (keys, values), slice(0, 1), n, layers)
+        return n, keys, values
+
+    def _admit(
+        self, index: int, request: EngineRequest, slot_ids: list[int], live: list[_Sequence | None],
+        cache: Any, prefix: Any, settings: SamplingSettings, layers: list[_Layer],
+    ) -> list[tuple[int, int]]:
+        """Prefill a prompt into its first slot, copy that cache to its candidates' slots; (slot, first token) each."""
+        import torch
+
+        keys, values = cache
+        ids = request.prompt_ids
+        first = slot_ids[0]
+        start = 0
+        if prefix is not None:
+            start, prefix_keys, prefix_values = prefix
+            for layer in range(len(self.layers)):
+                keys[layer][first, :, :start] = prefix_keys[layer][0]
+                values[layer][first, :, :start] = prefix_values[layer][0]
+        length = len(ids)
+        tokens = torch.tensor([ids[start:]], device=self.device)
+        positions = torch.arange(start, length, device=self.device)[None]
+        logits = self._forward(tokens, positions, cache, slice(first, first + 1), length, layers)
+        for other in slot_ids[1:]:
+            for layer in range(len(self.layers)):
+                keys[layer][other, :, :length] = keys[layer][first, :, :length]
+                values[layer][other, :, :length] = values[layer][first, :, :length]
+        chosen = []
+        for candidate, slot in enumerate(slot_ids):
+            generator = None
+            if settings.mode == "sample":
+                generator = torch.Generator(device=self.device)
+                generator.manual_seed(int(request.seeds[candidate]))
+            live[slot] = _Sequence(index, candidate, length, generator=generator)
+            chosen.append((slot, _choose(logits, settings, [generator])[0]))
+        return chosen
+
+    def _compact(self, live: list[_Sequence | None], cache: Any) -> None:
+        """Move live sequences into the lowest slots so a decode step never carries dead rows."""
+        keys, values = cache
+        for target in [i for i, s in enumerate(live) if s is None]:
+            source = max((i for i, s in enumerate(live) if s is not None), default=-1)
+            if source <= target:
+                break
+            sequence = live[source]
+            assert sequence is not None
+            n = sequence.length
+            for layer in range(len(self.layers)):
+                keys[layer][target, :, :n] = keys[layer][source, :, :n]
+                values[layer][target, :, :n] = values[layer][source, :, :n]
+            live[target], live[source] = sequence, None
+
+    def _decode_step(self, live: list[_Sequence | None], rows: int, cache: Any, settings: SamplingSettings, layers: list[_Layer]) -> list[int]:
+        """One token for each live sequence (slots ``[0, rows)`` after compaction); returns the chosen tokens."""
+        import torch
+
+        sequences = [s for s in live[:rows] if s is not None]
+        assert len(sequences) == rows
+        ids = torch.tensor([[s.generated[-1]] for s in sequences], device=self.device)
+        positions = torch.tensor([[s.length] for s in sequences], device=self.device)
+        logits = self._forward(ids, positions, cache, slice(0, rows), int(positions.max()) + 1, layers)
+        for sequence in sequences:
+            sequence.length += 1
+        return _choose(logits, settings, [s.generator for s in sequences])
+
+
+def _choose(logits: Any, settings: SamplingSettings, generators: list[Any]) -> list[int]:
+    """Greedy argmax, or temperature + nucleus (top-p) sampling with each row's own generator."""
+    import torch
+
+    if settings.mode == "greedy":
+        return [int(t) for t in logits.argmax(dim=-1).tolist()]
+    probs = torch.softmax(logits / settings.temperature, dim=-1)
+    if settings.top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        drop = sorted_probs.cumsum(dim=-1) - sorted_probs > settings.top_p  # keep the smallest set reaching top_p
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs.masked_fill(drop, 0.0))
+    return [int(torch.multinomial(probs[row], 1, generator=generator)) for row, generator in enumerate(generators)]
+
+
+def _base_linear(module: Any) -> Any:
+    return getattr(module, "base_layer", module)
