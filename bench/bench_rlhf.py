@@ -1,7 +1,9 @@
 """RLHF benchmarks on the real default model. Prints figures; asserts nothing.
 
-  * reward-model and DPO step time and peak memory (each in its own process), on pairs built from
-    real prompts (~360 tokens) with two SFT-style answers;
+  * reward-model and DPO step time, training tokens/s and peak memory (each in its own process), on
+    pairs built from real prompts (~360 tokens) with two SFT-style answers — TRL's own trainers and
+    the project's shared-prompt trainers (rlhf/shared_prompt.py) side by side on the same pairs, with
+    the float32 matrix-multiply rate of this CPU measured in the same run as the ceiling;
   * with --full: the wall time of one whole ``advisor rlhf run`` for one user on 30 tickers x 20
     training weeks (+ 4 held-out weeks), K=2 candidates. Projected from the stage rates the demo
     prints: about 3 hours on a 2-core AVX2 CPU without bf16 units (sampling the 1,200 candidates
@@ -81,7 +83,7 @@ def pairs(factory, model_dir: Path, n: int) -> list[dict]:  # type: ignore[no-un
     return rows
 
 
-def child(kind: str, rows_path: Path, adapter: Path, out: Path, steps: int, model_dir: Path) -> dict:
+def child(kind: str, rows_path: Path, adapter: Path, out: Path, steps: int, model_dir: Path, shared: bool) -> dict:
     code = f"""
 import json, resource, time
 from pathlib import Path
@@ -90,11 +92,12 @@ from rlhf.reward import RewardOptions, train_reward_model
 rows = read_rows(Path({str(rows_path)!r}))
 if {kind!r} == "reward":
     started = time.perf_counter()
-    result = train_reward_model({BASE!r}, Path({str(model_dir)!r}), rows, [], Path({str(out)!r}), RewardOptions(max_steps={steps}), progress=False)
+    result = train_reward_model({BASE!r}, Path({str(model_dir)!r}), rows[:{steps} * 2], [], Path({str(out)!r}),
+                                RewardOptions(max_steps={steps}, shared_prompt={shared!r}), progress=False)
     metrics = dict(result.metrics)
 else:
     metrics = run(PreferenceSpec(method="dpo", base_model={BASE!r}, model_dir={str(model_dir)!r}, parent_adapter={str(adapter)!r},
-                                 rows_path={str(rows_path)!r}, out_dir={str(out)!r}, max_steps={steps}, progress=False))
+                                 rows_path={str(rows_path)!r}, out_dir={str(out)!r}, max_steps={steps}, progress=False, shared_prompt={shared!r}))
 metrics["peak_rss_mb"] = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 print("RESULT", json.dumps(metrics))
 """
@@ -103,6 +106,43 @@ print("RESULT", json.dumps(metrics))
     if line is None:
         raise SystemExit(f"{kind} child failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}\n{proc.stdout[-1000:]}")
     return json.loads(line[7:])
+
+
+def pair_tokens(rows: list[dict], model_dir: Path) -> float:
+    """Mean tokens of a pair's two full texts (what TRL computes)."""
+    from transformers import AutoTokenizer
+
+    from advisor.forecaster.modelstore import resolve_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(BASE, model_dir))
+    total = 0
+    for row in rows:
+        for key in ("chosen", "rejected"):
+            total += len(tokenizer.apply_chat_template(row["prompt"] + row[key], tokenize=True)["input_ids"])
+    return total / (2 * len(rows))
+
+
+def matmul_gflops() -> float:
+    import torch
+
+    a, b = torch.randn(512, 576), torch.randn(576, 1536)
+    for _ in range(3):
+        a @ b
+    started = time.perf_counter()
+    for _ in range(30):
+        a @ b
+    return 2 * 512 * 576 * 1536 * 30 / (time.perf_counter() - started) / 1e9
+
+
+def non_embedding_parameters(model_dir: Path) -> int:
+    from transformers import AutoConfig
+
+    from advisor.forecaster.modelstore import resolve_model_path
+
+    config = AutoConfig.from_pretrained(resolve_model_path(BASE, model_dir))
+    h, i, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    kv = config.num_key_value_heads * (config.hidden_size // config.num_attention_heads)
+    return layers * (2 * h * h + 2 * h * kv + 3 * h * i)
 
 
 def full_run(factory, model_dir: Path, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
@@ -138,11 +178,23 @@ def main() -> None:
         adapter = sft_adapter(factory, args.model_dir)
         from rlhf.train_pref import write_rows
 
-        rows_path = write_rows(pairs(factory, args.model_dir, 4 * args.steps), tmp / "pairs.jsonl")
+        rows = pairs(factory, args.model_dir, 2 * args.steps)
+        rows_path = write_rows(rows, tmp / "pairs.jsonl")
+        tokens = pair_tokens(rows, args.model_dir)
+        gflops = matmul_gflops()
+        flops_per_token = 4 * non_embedding_parameters(args.model_dir)  # forward 2N + input gradients 2N (LoRA: no weight gradients)
+        print(f"this CPU: float32 matrix multiply {gflops:.0f} GFLOP/s; ceiling for LoRA training ~{gflops * 1e9 / flops_per_token:.0f} tokens/s "
+              f"(4 x {flops_per_token / 4 / 1e6:.0f} M non-embedding parameters per token); pairs of {tokens:.0f} tokens on average (prompt + both views)")
         for kind in ("reward", "dpo"):
-            m = child(kind, rows_path, adapter, tmp / kind, args.steps, args.model_dir)
-            print(f"{kind}: {m['steps']} steps of batch 2 (real prompts, two answers each): {m['seconds_per_step']} s/step, peak RSS {m['peak_rss_mb']} MB"
-                  + (f", loss {m.get('first_loss')} -> {m.get('last_loss')}" if kind == "dpo" else f", accuracy on its training batches {m.get('train_batch_accuracy')}"))
+            figures = {}
+            for shared in (False, True):
+                m = child(kind, rows_path, adapter, tmp / f"{kind}-{shared}", args.steps, args.model_dir, shared)
+                figures[shared] = m
+                per_second = 2 * 2 * tokens / m["seconds_per_step"]  # batch 2 pairs x (chosen + rejected) full texts
+                label = "shared-prompt" if shared else "TRL's own   "
+                print(f"{kind} {label}: {m['steps']} steps of batch 2: {m['seconds_per_step']} s/step ({per_second:.0f} training tokens/s), "
+                      f"peak RSS {m['peak_rss_mb']} MB" + (f", set-up with reference pass {m['reference_seconds']} s" if kind == "dpo" else ""))
+            print(f"{kind}: shared-prompt step {figures[False]['seconds_per_step'] / figures[True]['seconds_per_step']:.2f}x faster than TRL's own")
         if args.full:
             full_run(factory, args.model_dir, tmp)
 

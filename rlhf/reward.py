@@ -4,7 +4,7 @@ It learns to score a (prompt, view) pair so that chosen views score above reject
 held-out pair accuracy is reported; at forecast time it can rerank sampled candidates (best of n).
 SmolLM2 pads with its end-of-turn token, so the conversation is rendered with the chat template's
 trailing newline and the score is read at the last non-padding token (transformers does this from
-``pad_token_id``).
+``pad_token_id``). Each pair's prompt runs once for both views (:mod:`rlhf.shared_prompt`).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class RewardOptions:
     lora_r: int = 8
     max_length: int = 1024
     seed: int = 0
+    shared_prompt: bool = True  # run each pair's prompt once (exact); False: TRL's own forward (benchmark reference)
 
 
 @dataclass
@@ -69,6 +70,8 @@ def train_reward_model(
     from transformers import AutoTokenizer
     from trl import RewardConfig, RewardTrainer
 
+    from rlhf.shared_prompt import SharedPromptRewardTrainer
+
     from advisor.errors import AdvisorError
 
     if len(train_rows) < MIN_PAIRS:
@@ -86,7 +89,8 @@ def train_reward_model(
         max_length=options.max_length, gradient_checkpointing=False, save_strategy="no", report_to="none",
         logging_steps=max(1, options.max_steps // 5), seed=options.seed, disable_tqdm=not progress,
     )
-    trainer = RewardTrainer(
+    trainer_class = SharedPromptRewardTrainer if options.shared_prompt else RewardTrainer
+    trainer = trainer_class(
         model=model, args=config, train_dataset=Dataset.from_list(train_rows), processing_class=tokenizer,
         peft_config=LoraConfig(r=options.lora_r, lora_alpha=2 * options.lora_r, target_modules=["q_proj", "v_proj"], task_type="SEQ_CLS"),
     )

@@ -4,7 +4,8 @@ The policy is the base model with the parent adapter loaded *trainable*; TRL add
 that adapter as the reference, so the reference is the parent policy, and the trained adapter still
 applies to the plain base (one loaded base serves every user's adapter). In a single process the
 reference log-probs are computed once before training (``precompute_ref_log_probs``) when the run sees
-every row, which saves a forward pass per step.
+every row, which saves a forward pass per step. Each pair's prompt runs once for both of its views
+(:mod:`rlhf.shared_prompt`), in training and in the reference pass.
 
 This module is also a script, so the same code runs data-parallel without changes:
 
@@ -49,6 +50,7 @@ class PreferenceSpec:
     max_length: int = 1024
     seed: int = 0
     progress: bool = True
+    shared_prompt: bool = True  # run each pair's prompt once (exact); False: TRL's own forward (benchmark reference)
 
     def save(self, path: Path) -> Path:
         path.write_text(json.dumps(asdict(self), indent=2))
@@ -113,14 +115,19 @@ def run(spec: PreferenceSpec) -> dict[str, Any]:
         beta=spec.beta, max_length=spec.max_length, gradient_checkpointing=False, save_strategy="no", report_to="none",
         logging_steps=1, seed=spec.seed, disable_tqdm=not spec.progress, precompute_ref_log_probs=single_process,
     )
+    started = time.perf_counter()
     if spec.method == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        trainer = DPOTrainer(model=policy, args=DPOConfig(**common), train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+        from rlhf.shared_prompt import SharedPromptDPOTrainer
+
+        trainer_class = SharedPromptDPOTrainer if spec.shared_prompt else DPOTrainer
+        trainer = trainer_class(model=policy, args=DPOConfig(**common), train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     else:
         from trl import KTOConfig, KTOTrainer
 
         trainer = KTOTrainer(model=policy, args=KTOConfig(**common), train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    prepared = time.perf_counter() - started  # includes the precomputed reference log-probs
     started = time.perf_counter()
     output = trainer.train()
     elapsed = time.perf_counter() - started
@@ -133,6 +140,7 @@ def run(spec: PreferenceSpec) -> dict[str, Any]:
         "steps": int(output.global_step),
         "seconds": round(elapsed, 1),
         "seconds_per_step": round(elapsed / max(1, output.global_step), 2),
+        "reference_seconds": round(prepared, 1),  # trainer set-up, including the reference pass when precomputed
         "examples": len(rows),  # rows trained on (a seeded sample when the run is shorter than an epoch)
         "processes": trainer.accelerator.num_processes,
         "bf16": precision.bf16,
