@@ -147,3 +147,27 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, default_model_dir: 
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def real_sft(tmp_path_factory: pytest.TempPathFactory, default_model_dir: Path, real_bundle: Path):
+    """The real bundle in a fresh database and a short SFT adapter of the default model (12 steps of 2),
+    trained once per session for the slow tests that need a format-following adapter."""
+    from datetime import date
+
+    from advisor.config import DEFAULT_BASE_MODEL
+    from advisor.data.importer import import_bundle
+    from advisor.forecaster.sentiment import find_tfns, load_scorer
+    from advisor.forecaster.sft import SFTOptions, train_sft
+
+    root = tmp_path_factory.mktemp("real-sft")
+    model_dir = root / "models"
+    model_dir.mkdir()
+    (model_dir / DEFAULT_BASE_MODEL).symlink_to(default_model_dir / DEFAULT_BASE_MODEL)
+    engine = make_engine(f"sqlite:///{root / 'sft.db'}")
+    upgrade(engine)
+    factory = make_session_factory(engine)
+    import_bundle(factory, real_bundle, progress=False)
+    options = SFTOptions(start=date(2014, 1, 1), end=date(2015, 3, 31), base_model=DEFAULT_BASE_MODEL, max_steps=12, batch_size=2, check_prompts=0)
+    result = train_sft(factory, model_dir, options, load_scorer(find_tfns(real_bundle)), progress=False)
+    return factory, model_dir, result

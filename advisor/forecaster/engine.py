@@ -524,18 +524,40 @@ class DecoderEngine:
         return _choose(logits, settings, [s.generator for s in sequences])
 
 
+NUCLEUS_CANDIDATES = 256  # top-p is cut from the top-k logits; rows whose nucleus is wider fall back to a full sort
+
+
 def _choose(logits: Any, settings: SamplingSettings, generators: list[Any]) -> list[int]:
-    """Greedy argmax, or temperature + nucleus (top-p) sampling with each row's own generator."""
+    """Greedy argmax, or temperature + nucleus (top-p) sampling with each row's own generator.
+
+    The nucleus (the smallest set of most likely tokens whose probability reaches ``top_p``) is
+    found among the top ``NUCLEUS_CANDIDATES`` logits, with probabilities normalised over the whole
+    vocabulary, so it is the same set a full sort gives; a row whose nucleus does not fit there is
+    sorted in full. Sorting all 49k logits of every row cost ~110 ms per step at 32 rows here.
+    """
     import torch
 
     if settings.mode == "greedy":
         return [int(t) for t in logits.argmax(dim=-1).tolist()]
-    probs = torch.softmax(logits / settings.temperature, dim=-1)
-    if settings.top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        drop = sorted_probs.cumsum(dim=-1) - sorted_probs > settings.top_p  # keep the smallest set reaching top_p
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs.masked_fill(drop, 0.0))
-    return [int(torch.multinomial(probs[row], 1, generator=generator)) for row, generator in enumerate(generators)]
+    scaled = logits / settings.temperature
+    if settings.top_p >= 1.0:
+        probs = torch.softmax(scaled, dim=-1)
+        return [int(torch.multinomial(probs[row], 1, generator=generator)) for row, generator in enumerate(generators)]
+    k = min(NUCLEUS_CANDIDATES, scaled.shape[-1])
+    top_values, top_ids = scaled.topk(k, dim=-1)
+    probs = (top_values - torch.logsumexp(scaled, dim=-1, keepdim=True)).exp()
+    before = probs.cumsum(dim=-1) - probs
+    probs = probs.masked_fill(before > settings.top_p, 0.0)  # keep the smallest set reaching top_p
+    wide = (before[:, -1] + probs[:, -1] < settings.top_p).tolist()  # the nucleus reaches past the top k
+    chosen = []
+    for row, generator in enumerate(generators):
+        if wide[row]:
+            full, order = torch.softmax(scaled[row], dim=-1).sort(descending=True)
+            full = full.masked_fill(full.cumsum(dim=-1) - full > settings.top_p, 0.0)
+            chosen.append(int(order[torch.multinomial(full, 1, generator=generator)]))
+        else:
+            chosen.append(int(top_ids[row, torch.multinomial(probs[row], 1, generator=generator)]))
+    return chosen
 
 
 def _base_linear(module: Any) -> Any:

@@ -15,11 +15,7 @@ from safetensors.torch import load_file
 from sqlalchemy import select
 
 from advisor.config import DEFAULT_BASE_MODEL
-from advisor.data.importer import import_bundle
-from advisor.forecaster.sentiment import find_tfns, load_scorer
-from advisor.forecaster.sft import SFTOptions, train_sft
-from db.engine import make_engine, make_session_factory, session_scope
-from db.migrate import upgrade
+from db.engine import session_scope
 from db.models import ModelVersion, Preference, TrainingRun
 from rlhf.loop import LoopOptions, run_loop
 from rlhf.profiles import ARCHETYPES, save_profile
@@ -28,16 +24,8 @@ pytestmark = pytest.mark.slow
 TICKERS = ("AAPL", "MSFT", "GE", "XOM", "JPM", "AMZN")
 
 
-def test_a_user_adapter_is_trained_on_stored_preferences(tmp_path: Path, default_model_dir: Path, real_bundle: Path) -> None:
-    model_dir = tmp_path / "models"
-    model_dir.mkdir()
-    (model_dir / DEFAULT_BASE_MODEL).symlink_to(default_model_dir / DEFAULT_BASE_MODEL)
-    engine = make_engine(f"sqlite:///{tmp_path / 'e2e.db'}")
-    upgrade(engine)
-    factory = make_session_factory(engine)
-    import_bundle(factory, real_bundle, progress=False)
-    sft = train_sft(factory, model_dir, SFTOptions(start=date(2014, 1, 1), end=date(2015, 3, 31), base_model=DEFAULT_BASE_MODEL,
-                                                   max_steps=12, batch_size=2, check_prompts=0), load_scorer(find_tfns(real_bundle)), progress=False)
+def test_a_user_adapter_is_trained_on_stored_preferences(tmp_path: Path, real_sft) -> None:
+    factory, model_dir, sft = real_sft  # the real bundle and a 12-step SFT adapter (tests/conftest.py)
     with session_scope(factory) as session:
         save_profile(session, "bold", ARCHETYPES["aggressive"], simulated=True)
     options = LoopOptions(
