@@ -199,9 +199,12 @@ def step_model(rt: Runtime, console: Console) -> None:
 
 def step_sft(rt: Runtime, options: DemoOptions, plan: DemoPlan, console: Console):  # type: ignore[no-untyped-def]
     """A short SFT on the weeks before the held-out ones, or the adapter a previous demo run trained."""
-    from advisor.forecaster.loading import ModelSpec, load_model
+    import json
+
+    from advisor.forecaster.loading import ADAPTER_META, ModelSpec, load_model
     from advisor.forecaster.sentiment import find_tfns, load_scorer
     from advisor.forecaster.sft import SFTOptions, train_sft
+    from advisor.forecaster.shipped import SHIPPED_NAME
     from advisor.forecaster.versions import latest_version
 
     start, end = plan.sft_period
@@ -223,6 +226,11 @@ def step_sft(rt: Runtime, options: DemoOptions, plan: DemoPlan, console: Console
             scorer, console=console,
         )
         adapter, metrics = result.adapter_path, result.metrics
+    elif existing is not None and existing.name == SHIPPED_NAME:
+        data = json.loads((adapter / ADAPTER_META).read_text()).get("data", {})
+        console.print(f"starting from the adapter that ships with the project (trained on {data.get('examples', '?')} windows of "
+                      f"{data.get('tickers', '?')} tickers, {data.get('first_decision', '?')} .. {data.get('last_decision', '?')}; "
+                      "see advisor/forecaster/shipped/sft-default/TRAINING.md); advisor demo --retrain trains a short one instead", soft_wrap=True)
     else:
         console.print(f"reusing the SFT adapter {adapter} from an earlier run (advisor demo --retrain trains again)", soft_wrap=True)
     console.print(
@@ -247,6 +255,7 @@ def step_forecast(rt: Runtime, options: DemoOptions, handle, console: Console) -
 def step_evaluate(rt: Runtime, options: DemoOptions, plan: DemoPlan, handle, console: Console) -> None:  # type: ignore[no-untyped-def]
     from advisor.forecaster.evaluation import evaluate, to_markdown, write_report
     from advisor.forecaster.loading import ModelSpec, load_model
+    from advisor.forecaster.sentiment import find_tfns, load_scorer
 
     start, end = plan.heldout_period
     _heading(console, f"7. Evaluation on the held-out weeks {start} .. {end}: {', '.join(options.tickers)}, against baselines")
@@ -255,6 +264,7 @@ def step_evaluate(rt: Runtime, options: DemoOptions, plan: DemoPlan, handle, con
         models["base_model"] = load_model(ModelSpec(base=rt.settings.base_model), rt.settings.resolved_model_dir)
     report = evaluate(
         rt.session_factory, models, start, end, tickers=options.tickers, title="Demo evaluation (small sample: read the intervals)",
+        scorer=load_scorer(find_tfns(rt.settings.bundle_dir)),
     )
     paths = write_report(report, rt.settings.data_dir / "reports", "demo-eval-weekly")
     console.print(to_markdown(report).split("## Per ticker")[0], markup=False, highlight=False, soft_wrap=True)

@@ -153,3 +153,11 @@ def show_error(exc: Exception) -> None:
         st.error(str(exc))
     else:
         st.error(f"Something went wrong: {type(exc).__name__}: {exc}")
+
+
+_MARKDOWN_SPECIAL = "\\`*_{}[]<>()#+-.!|$~"
+
+
+def md_escape(text: str) -> str:
+    """Text shown literally inside Streamlit markdown (model output and posts are data, not markup)."""
+    return "".join("\\" + ch if ch in _MARKDOWN_SPECIAL else ch for ch in text)

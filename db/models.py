@@ -233,7 +233,8 @@ class Forecast(Base):
     """One generated weekly view, stored with what is needed to reproduce it.
 
     ``parse_status``: ``ok`` (strict parser), ``fallback`` (tolerant parser), ``unparsed`` (never a
-    signal). ``forecast_key`` hashes model version, prompt, decoding, seed, candidate index and user, so
+    signal). ``check_passed`` False (the view misstates its window or contradicts itself) is not a
+    signal either. ``forecast_key`` hashes model version, prompt, decoding, seed, candidate index and user, so
     re-running the same forecast finds the existing row instead of duplicating it.
     """
 
@@ -267,6 +268,8 @@ class Forecast(Base):
     positives: Mapped[str | None] = mapped_column(Text)
     concerns: Mapped[str | None] = mapped_column(Text)
     analysis: Mapped[str | None] = mapped_column(Text)
+    check_result: Mapped[dict[str, Any] | None] = mapped_column(JSON, doc="The view checker's verdict (advisor.forecaster.checker).")
+    check_passed: Mapped[bool | None] = mapped_column(Boolean, doc="NULL: not checked (older rows).")
     decoding: Mapped[dict[str, Any]] = mapped_column(default=dict)
     seed: Mapped[int] = mapped_column(Integer)
     candidate_index: Mapped[int] = mapped_column(Integer, default=0)

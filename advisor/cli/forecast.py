@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -168,6 +169,11 @@ def print_outcome(outcome, version_key: str) -> None:  # type: ignore[no-untyped
         body += ["[green]Positive developments[/green]"] + [f"  • {escape(p)}" for p in view.positives]
         body += ["[red]Potential concerns[/red]"] + [f"  • {escape(c)}" for c in view.concerns]
         body += [f"Analysis: {escape(view.analysis)}"]
+        check = outcome.check
+        if check is not None:
+            colour = "green" if check.passed else "yellow"
+            verdict = escape(check.summary()) + ("" if check.passed else " — not a signal")
+            body += [f"[{colour}]Checked: {verdict}[/{colour}]"]
     else:
         body += [f"[yellow]unparsed ({escape(view.error or '')}); not a signal.[/yellow]", escape(f"raw output: {row.raw_text[:300]!r}")]
     body += [f"[dim]note: {n}[/dim]" for n in outcome.notes]
@@ -189,6 +195,9 @@ def train_sft_command(
     model: str | None = typer.Option(None, help="Base model id or path (default: settings)."),
     daily: bool = typer.Option(False, "--daily", help="Train for the stocknet daily movement task instead of weekly views."),
     seed: int = typer.Option(0),
+    logging_steps: int | None = typer.Option(None, min=1, help="Log the loss every N steps (default: a tenth of the steps)."),
+    detach_prompt: bool = typer.Option(False, "--detach-prompt", help="Run each prompt without gradient: 1.4x faster steps, higher held-out loss per step."),
+    export: Path | None = typer.Option(None, help="Also write the adapter as a shippable directory (bf16 weights, TRAINING.md) and print its pins."),
 ) -> None:
     """Fine-tune a LoRA adapter on historical windows of the training period (TRL SFTTrainer)."""
     from advisor.forecaster.sentiment import find_tfns, load_scorer
@@ -204,6 +213,7 @@ def train_sft_command(
         max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate, lora_r=lora_r,
         check_prompts=check_prompts, seed=seed,
         window=WindowConfig.daily() if daily else WindowConfig(),
+        detach_prompt=detach_prompt, logging_steps=logging_steps,
     )
     scorer = load_scorer(find_tfns(rt.settings.bundle_dir))
     result = train_sft(rt.session_factory, rt.settings.resolved_model_dir, options, scorer, console=console)
@@ -215,7 +225,18 @@ def train_sft_command(
         soft_wrap=True,  # one line: the adapter path is copied from here
     )
     if m.get("heldout_parse_rate") is not None:
-        console.print(f"held-out parse rate: {m['heldout_parse_rate']:.1%} of {m['heldout_prompts']} prompts")
+        console.print(f"held-out parse rate: {m['heldout_parse_rate']:.1%} of {m['heldout_prompts']} prompts; "
+                      f"passed the view checker: {m['heldout_check_passed']:.1%}")
+    if export is not None:
+        import shlex
+        import sys
+
+        from advisor.forecaster.shipped import export_adapter
+
+        command = "advisor " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        pins = export_adapter(result.adapter_path, export, command=command, metrics=m, snapshot=result.snapshot)
+        console.print(f"exported to {escape(str(export))}; pins for advisor/forecaster/shipped.py:", soft_wrap=True)
+        console.print(escape("SHIPPED_FILES = " + json.dumps(pins, indent=4)), soft_wrap=True, highlight=False)
 
 
 eval_app = typer.Typer(help="Evaluation against baselines on held-out periods.", no_args_is_help=True)
@@ -240,6 +261,7 @@ def eval_forecasts_command(
 
     from advisor.forecaster.evaluation import evaluate, to_markdown, write_report
     from advisor.forecaster.loading import ModelSpec, load_model
+    from advisor.forecaster.sentiment import find_tfns, load_scorer
     from advisor.forecaster.service import WindowConfig
     from advisor.forecaster.stocknet import STOCKNET_PUBLISHED
 
@@ -255,6 +277,7 @@ def eval_forecasts_command(
         tickers=parse_tickers(tickers) if tickers else None, max_windows=max_windows, seed=seed,
         window_config=WindowConfig.daily() if daily else WindowConfig(),
         title="Daily movement evaluation (stocknet protocol)" if daily else "Weekly forecast evaluation",
+        scorer=load_scorer(find_tfns(rt.settings.bundle_dir)),
     )
     if daily:
         report.notes.append(

@@ -6,8 +6,11 @@ Raw tweets are noisy. In order, for one ticker and one week:
      case, not glued to other characters (``U$D``, ``L$D``, ``HEI$T`` and ``$T.TO`` are not AT&T or
      Dominion) — or, for news items that carry no cashtags, the company's name;
   3. obvious spam and bot text is dropped: ticker lists (more than 3 cashtags), stock-screener
-     templates ("Day High", "Also See:", "#stocks #pennystocks"), promotion ("sign up", "free trial"),
-     and texts with fewer than 4 real words once links, cashtags, hashtags and mentions are removed;
+     templates ("Day High", "Also See:", "relative volume", "#stocks #pennystocks"), promotion ("sign
+     up", "free trial", "check out my"), texts with fewer than 4 real words once links, cashtags,
+     hashtags and mentions are removed — and text addressed to the model rather than to readers
+     ("ignore the above", "Prediction: ...", the answer's section headers): a post is data, and one
+     that tries to steer the forecast never reaches a prompt;
   4. near-duplicates are dropped: the same normalised text (links, mentions, case and punctuation
      removed) is kept once, earliest first;
   5. at most one item per author, then a per-week cap, chosen deterministically: most followers
@@ -35,10 +38,20 @@ SPAM_RE = re.compile(
     r"\b(day high|day low|52wk high|52wk low|also see:|stock forum|free trial|sign up|click here|"
     r"join (us|now)|subscribe|giveaway|follow back|#pennystocks|#tradeideas|#stockmarket|stock quote|"
     r"get great research|killer daytrading|alerts? service|stock alerts?|new picks|stock picks|penny stocks?|"
-    r"for subscribers|chatroom|chat room|trade alerts?|traders here|daytraders|& more - free|#f4f|#rt2gain)\b",
+    r"for subscribers|chatroom|chat room|trade alerts?|traders here|daytraders|& more - free|#f4f|#rt2gain|"
+    r"relative volume|unusual volume|trade diary|check out my|check out our|swingtrade|free newsletter|"
+    r"top gainers|top losers|most active)\b",
+    re.IGNORECASE,
+)
+# Text that addresses a language model instead of readers (prompt injection): dropped like spam.
+INSTRUCTION_RE = re.compile(
+    r"\b(ignore|disregard|forget)\b.{0,30}\b(above|previous|prior|earlier|instructions?|rules?|prompt)\b|"
+    r"\bprediction\s*[:=]|\b(system|assistant)\s*(prompt|message)?\s*:|\byou are (now )?(an? )?(ai|assistant|model|analyst)\b|"
+    r"\[\s*(positive developments|potential concerns|prediction)",
     re.IGNORECASE,
 )
 WORD_RE = re.compile(r"[A-Za-z]{2,}")
+WORD_TOKEN_RE = re.compile(r"(?:\$(?=\d))?[A-Za-z0-9](?:[A-Za-z0-9'&%.,\-]*[A-Za-z0-9%])?")
 
 
 @dataclass(frozen=True)
@@ -75,10 +88,37 @@ def clean_for_prompt(text: str) -> str:
     return text.strip()
 
 
+def _reader_text(text: str) -> str:
+    text = URL_RE.sub(" ", RETWEET_RE.sub(" ", text))
+    text = CASHTAG_RE.sub(" ", MENTION_RE.sub(" ", text))
+    return text.replace("&amp;", "&").replace("&quot;", '"').replace("#", " ")
+
+
+def readable_words(text: str) -> list[str]:
+    """The words a reader sees in a post: links, mentions, cashtags and hashtag signs removed.
+
+    The view checker compares quotes with posts on these words (lower-cased), so a quote that drops
+    a link or a cashtag list still matches its post.
+    """
+    return WORD_TOKEN_RE.findall(_reader_text(text))
+
+
+def readable_quote(text: str, max_words: int = 12) -> str | None:
+    """A short quote a person can read: the post's first sentence of 3+ readable words, or None.
+
+    At most ``max_words`` words; None when no sentence keeps 3 words (a post of links and cashtags).
+    """
+    for sentence in re.split(r"(?<=[.!?])\s+", _reader_text(text).strip()):
+        words = WORD_TOKEN_RE.findall(sentence)
+        if len(words) >= 3:
+            return " ".join(words[:max_words])
+    return None
+
+
 def is_spam(text: str) -> bool:
     if len(CASHTAG_RE.findall(text)) > MAX_CASHTAGS:
         return True
-    if SPAM_RE.search(text):
+    if SPAM_RE.search(text) or INSTRUCTION_RE.search(text):
         return True
     stripped = CASHTAG_RE.sub(" ", HASHTAG_RE.sub(" ", MENTION_RE.sub(" ", URL_RE.sub(" ", text))))
     return len(WORD_RE.findall(stripped)) < MIN_WORDS

@@ -352,6 +352,11 @@ def format_window(window: ForecastWindow, *, include_notes: bool = True) -> str:
             lines.extend(f'- "{snippet.text}"' for snippet in week.texts)
         else:
             lines.append("Posts: none.")
+    if len(window.weeks) > 1:
+        # The window's whole move, stated so a view can cite it rather than compute it.
+        first, last = window.weeks[0], window.weeks[-1]
+        unit = "sessions" if window.horizon is Horizon.DAY else "weeks"
+        lines.append(f"Over {len(window.weeks)} {unit} the stock moved {(last.end_price / first.start_price - 1.0) * 100.0:+.2f}%.")
     if window.fundamentals:
         lines.append("[Basic financials, latest known] " + "; ".join(
             f"{name}: {value:,.4g}" for name, value in sorted(window.fundamentals.items())

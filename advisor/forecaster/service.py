@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from advisor.data.store import MarketStore
 from advisor.data.windows import DEFAULT_TEXTS_PER_WEEK, DEFAULT_WEEKS, ForecastWindow, Horizon, build_window_for
+from advisor.forecaster.checker import ViewCheck, check_view
 from advisor.forecaster.generation import Decoding, generate
 from advisor.forecaster.loading import ModelHandle
 from advisor.forecaster.prompts import Prompt, PromptConfig, build_prompt
@@ -60,6 +61,16 @@ class ForecastOutcome:
     window: ForecastWindow
     reused: bool
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def check(self) -> ViewCheck | None:
+        """The checker's verdict stored with the view (None for unparsed or older, unchecked rows)."""
+        return ViewCheck.from_json(self.forecast.check_result)
+
+    @property
+    def is_signal(self) -> bool:
+        """Parsed and not failed by the checker: what the portfolio may act on."""
+        return self.view.is_signal and self.forecast.check_passed is not False
 
 
 def build_windows(store: MarketStore, tickers: Sequence[str], on: date, config: WindowConfig = WindowConfig()) -> list[ForecastWindow]:
@@ -126,6 +137,7 @@ def forecast_windows(
         window, prompt = windows[i], prompts[i]
         for gen in candidates:
             view = parse_view(gen.text)
+            check = check_view(view, window) if view.is_signal else None
             notes = list(window.notes)
             if not gen.finished:
                 notes.append(f"generation hit the {decoding.max_new_tokens}-token limit")
@@ -156,6 +168,8 @@ def forecast_windows(
                 positives="\n".join(view.positives) or None,
                 concerns="\n".join(view.concerns) or None,
                 analysis=view.analysis or None,
+                check_result=check.to_json() if check is not None else None,
+                check_passed=check.passed if check is not None else None,
                 decoding={**record, "new_tokens": gen.new_tokens, "finished": gen.finished, "stop_reason": gen.stop_reason}
                 | ({"batch_prompts": list(gen.batch_prompts)} if gen.batch_prompts else {}),
                 seed=gen.seed,
@@ -256,7 +270,8 @@ def load_views(
 
 
 def expected_return_pct(row: Forecast) -> float | None:
-    """The view's signed bin midpoint in percent; None when it is not a signal."""
-    if row.parse_status == "unparsed" or row.direction is None or row.bin_low is None:
+    """The view's signed bin midpoint in percent; None when it is not a signal (unparsed, or failed
+    by the view checker: see :mod:`advisor.forecaster.checker`)."""
+    if row.parse_status == "unparsed" or row.direction is None or row.bin_low is None or row.check_passed is False:
         return None
     return (1 if row.direction == "up" else -1) * (row.bin_low + 0.5)

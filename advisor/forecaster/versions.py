@@ -81,8 +81,13 @@ def ensure_model_version(
     return row
 
 
-def latest_version(session: Session, *, kind: str, base_fingerprint: str) -> ModelVersion | None:
-    """The newest registered version of a kind for a base whose adapter is still on disk."""
+def latest_version(session: Session, *, kind: str, base_fingerprint: str, base_id: str | None = None) -> ModelVersion | None:
+    """The newest registered version of a kind for a base whose adapter is still on disk.
+
+    With no SFT adapter of its own, the default base gets the shipped one (registered on first use;
+    see :mod:`advisor.forecaster.shipped`) — refused with a clear error if its files do not match
+    their pins.
+    """
     rows = session.scalars(
         select(ModelVersion)
         .where(ModelVersion.kind == kind, ModelVersion.base_fingerprint == base_fingerprint)
@@ -91,6 +96,11 @@ def latest_version(session: Session, *, kind: str, base_fingerprint: str) -> Mod
     for row in rows:
         if row.adapter_path and Path(row.adapter_path).is_dir():
             return row
+    if kind == "sft":
+        from advisor.config import DEFAULT_BASE_MODEL
+        from advisor.forecaster.shipped import register_shipped
+
+        return register_shipped(session, base_fingerprint, base_id or DEFAULT_BASE_MODEL)
     return None
 
 
@@ -102,10 +112,10 @@ def active_version_id(session: Session, user_id: int) -> int | None:
     return row.model_version_id if row else None
 
 
-def serving_version(session: Session, user_id: int | None, base_fingerprint: str) -> ModelVersion | None:
+def serving_version(session: Session, user_id: int | None, base_fingerprint: str, base_id: str | None = None) -> ModelVersion | None:
     """The version that writes a user's views: their active one, else the newest shared SFT adapter."""
     if user_id is not None:
         active = active_version_id(session, user_id)
         if active is not None:
             return session.get(ModelVersion, active)
-    return latest_version(session, kind="sft", base_fingerprint=base_fingerprint)
+    return latest_version(session, kind="sft", base_fingerprint=base_fingerprint, base_id=base_id)

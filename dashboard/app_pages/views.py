@@ -7,9 +7,10 @@ import pandas as pd
 import streamlit as st
 
 from advisor.data.store import SqlMarketStore
+from advisor.forecaster.checker import ViewCheck
 from advisor.forecaster.queries import price_context, view_cards, view_weeks
 from advisor.forecaster.service import Personalisation, forecast_tickers
-from dashboard.state import require_market_data, require_user, setup, show_error, user_model
+from dashboard.state import md_escape, require_market_data, require_user, setup, show_error, user_model
 
 rt = setup()
 require_market_data(rt)
@@ -56,6 +57,13 @@ with rt.session() as session:
                 st.markdown("**Positive developments**\n" + "\n".join(f"- {p}" for p in v.positives))
                 st.markdown("**Potential concerns**\n" + "\n".join(f"- {c}" for c in v.concerns))
                 st.markdown(f"**Analysis:** {v.analysis}")
+                check = ViewCheck.from_json(f.check_result)
+                if check is None:
+                    st.caption("Not checked against its data (a view from before the checker).")
+                elif check.passed:
+                    st.success("Checked: " + md_escape(check.summary()))
+                else:
+                    st.warning("Checked: " + md_escape(check.summary()) + " — so it is not used as a signal.")
             else:
                 st.warning(f"The model's answer did not parse ({v.error}); it is not used as a signal.")
                 st.code(f.raw_text[:600] or "(empty)")

@@ -56,3 +56,39 @@ def test_sft_forecast_and_evaluate_with_the_default_model(monkeypatch, capsys, t
         assert sorted(r.candidate_index for r in sampled) == [0, 1] and sampled[0].decoding["mode"] == "sample"
     reports = list((tmp_path / "reports").glob("eval-weekly-*.json"))
     assert len(reports) == 1 and json.loads(reports[0].read_text())["windows"] == 3
+
+
+def test_a_fresh_install_writes_checked_views_with_the_shipped_adapter(monkeypatch, capsys, tmp_path: Path, default_model_dir: Path, real_db) -> None:
+    """No training step: `advisor forecast` uses the shipped adapter, and its views pass the checker."""
+    import shutil
+
+    from advisor.forecaster import shipped
+
+    model_dir = tmp_path / "models"
+    model_dir.mkdir()
+    (model_dir / DEFAULT_BASE_MODEL).symlink_to(default_model_dir / DEFAULT_BASE_MODEL)
+    db_path = tmp_path / "fresh.db"
+    shutil.copy(real_db.kw["bind"].url.database, db_path)  # the bundle, imported; no model versions yet
+    db_url = f"sqlite:///{db_path}"
+
+    def cli(*args: str) -> tuple[int, str]:
+        code, out, err = run_cli(monkeypatch, capsys, "--db-url", db_url, "--model-dir", str(model_dir), "--data-dir", str(tmp_path), *args)
+        return code, err + out
+
+    code, out = cli("forecast", "--tickers", "AAPL,MSFT", "--date", "2015-06-05")
+    assert code == 0, out
+    assert out.count("Prediction:") == 2 and "no fine-tuned adapter" not in out
+    assert out.count("stated facts found in the data") == 2, out
+    factory = make_session_factory(make_engine(db_url))
+    with factory() as session:
+        rows = session.scalars(select(Forecast)).all()
+        assert len(rows) == 2 and {r.model_version.name for r in rows} == {shipped.SHIPPED_NAME}
+        # Each view carries the checker's verdict (how many pass is measured by the evaluation, not here).
+        assert all(r.check_result is not None and r.check_passed is r.check_result["passed"] for r in rows)
+
+    monkeypatch.setattr(shipped, "SHIPPED_FILES", {**shipped.SHIPPED_FILES, "adapter_model.safetensors": "0" * 64})
+    fresh = tmp_path / "fresh2.db"
+    shutil.copy(real_db.kw["bind"].url.database, fresh)
+    db_url = f"sqlite:///{fresh}"
+    code, out = cli("forecast", "--tickers", "AAPL", "--date", "2015-06-05")
+    assert code != 0 and "does not match its pinned SHA-256" in out and "Traceback" not in out

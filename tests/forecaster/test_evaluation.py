@@ -95,3 +95,47 @@ def test_daily_evaluation_drops_small_moves(market) -> None:
         all_days = [daily_label(store, "AAA", d).return_pct for d in market_calendar.sessions_between(date(2014, 3, 3), date(2014, 5, 28))]
     assert kept and all(stocknet_keeps(w.actual_pct) for w in kept)
     assert any(not stocknet_keeps(m) for m in all_days), "the period has small moves that must have been dropped"
+
+
+def test_the_logistic_baseline_is_trained_before_the_period_and_reported(market, tiny_model_dir: Path, tmp_path: Path) -> None:
+    from advisor.forecaster.sentiment import SentimentScorer
+
+    handle = load_model(ModelSpec(base=str(tiny_model_dir), dtype="float32"), tmp_path)
+    report = evaluate(market, {"model": handle}, date(2014, 5, 1), date(2014, 6, 30), max_windows=9,
+                      decoding=Decoding(max_new_tokens=8), progress=False, scorer=SentimentScorer(None),
+                      baseline_train_start=date(2014, 1, 1))
+    assert set(report.overall) == {"model", "always_up", "momentum", "logistic"}
+    assert report.overall["logistic"]["parse_rate"]["value"] == 1.0
+    assert any(note.startswith("logistic: trained on") and "before 2014-05-01" in note for note in report.notes)
+    quality = report.view_quality["model"]
+    assert quality["views"] == 9 and quality["parsed"] == 0.0 and quality["check_passed"] == 0.0
+    markdown = to_markdown(report)
+    assert "## Views as text" in markdown and "| logistic | 9 |" in markdown and "## Calibration" in markdown
+
+
+def test_the_baseline_refuses_too_few_windows_and_sees_no_label(market) -> None:
+    from advisor.forecaster.baseline import MIN_TRAINING_WINDOWS, train_logistic_baseline, window_features
+    from advisor.forecaster.sentiment import SentimentScorer
+    from advisor.forecaster.sft import labelled_windows
+
+    scorer = SentimentScorer(None)
+    with market() as session:
+        pairs = labelled_windows(PreloadedMarketStore(session), ["AAA", "BBB", "CCC"], date(2014, 1, 1), date(2014, 6, 30), WindowConfig(), 0, None)
+    with pytest.raises(AdvisorError, match=f"at least {MIN_TRAINING_WINDOWS} training windows"):
+        train_logistic_baseline(pairs[:10], scorer)
+    window, label = pairs[0]
+    features = window_features(window, scorer)
+    assert len(features) == 3 + 3 + 3 * 3
+    assert label.return_pct not in features, "the target week's move is not a feature"
+
+
+def test_calibration_groups_by_predicted_size() -> None:
+    from advisor.forecaster.evaluation import calibration
+    from advisor.forecaster.metrics import Scored
+
+    items = [Scored("AAA", date(2014, 1, 3), move, Direction.UP, MagnitudeBin(low, low + 1)) for move, low in
+             [(0.5, 0), (-0.5, 0), (3.0, 2), (2.0, 2), (1.0, 2)]]
+    rows = calibration(items, samples=50)
+    assert [r["predicted"] for r in rows] == ["0-1%", "2-3%"]
+    assert rows[0]["realised_abs_pct"]["value"] == pytest.approx(0.5) and rows[0]["realised_in_predicted_direction_pct"]["value"] == pytest.approx(0.0)
+    assert rows[1]["n"] == 3 and rows[1]["realised_abs_pct"]["value"] == pytest.approx(2.0)

@@ -127,3 +127,29 @@ def test_early_stop_is_recorded_with_each_view(market, handle) -> None:
     assert row.decoding["early_stop"] is True
     assert row.decoding["stop_reason"] in ("eos", "length", "answer_complete", "repetition")
     assert row.decoding["finished"] == (row.decoding["stop_reason"] != "length")
+
+
+def test_each_view_is_checked_and_a_failing_view_is_stored_but_not_a_signal(market, handle, monkeypatch) -> None:
+    from advisor.data.labels import Direction, MagnitudeBin
+    from advisor.forecaster import service
+    from advisor.forecaster.generation import Generation
+    from advisor.forecaster.service import expected_return_pct
+    from advisor.forecaster.views import render_view
+
+    with market() as session:
+        window = build_windows(SqlMarketStore(session), ["AAA"], date(2014, 5, 9))[0]
+    week = window.weeks[-1]
+    verb = "rose" if week.return_pct >= 0 else "fell"
+    true_fact = f"Week ending {week.end}: the stock {verb} {abs(week.return_pct):.2f}%."
+    false_fact = f"Week ending {week.end}: the stock {verb} {abs(week.return_pct) + 3:.2f}%."
+    side = (lambda fact: ([fact], ["None of note."])) if verb == "rose" else (lambda fact: (["None of note."], [fact]))
+    for fact, passes in ((true_fact, True), (false_fact, False)):
+        text = render_view(Direction.UP, MagnitudeBin(1, 2), *side(fact), "Expect a rise.")
+        monkeypatch.setattr(service, "generate", lambda h, texts, hashes, d, _t=text, **k: [[Generation(_t, 0, 0, 0, True)] for _ in texts])
+        with session_scope(market) as session:
+            outcome = forecast_tickers(session, SqlMarketStore(session), handle, ["AAA"], date(2014, 5, 9), FAST, progress=False)[0][0]
+            row = outcome.forecast
+            assert outcome.view.is_signal and row.check_passed is passes and row.check_result["passed"] is passes
+            assert outcome.check is not None and outcome.check.summary().startswith(f"{int(passes)} of 1 stated facts found")
+            assert (expected_return_pct(row) is not None) is passes and outcome.is_signal is passes
+            session.rollback()

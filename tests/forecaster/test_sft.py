@@ -13,7 +13,7 @@ from sqlalchemy import select
 from advisor.forecaster.sentiment import SentimentScorer
 from advisor.forecaster.service import WindowConfig
 from advisor.forecaster.sft import SFTOptions, TooFewExamplesError, candidate_pairs, train_sft
-from advisor.forecaster.training import CompletionLogitsSFTTrainer, completion_loss
+from advisor.forecaster.training import CompletionLogitsSFTTrainer, completion_loss, detached_prompt_loss
 from db.models import ModelVersion, TrainingRun
 
 
@@ -35,6 +35,28 @@ def test_completion_loss_equals_the_full_loss(tiny_model_dir: Path) -> None:
     assert count == int((labels[:, 1:] != -100).sum()) and 0 <= int(correct) <= count
 
 
+def test_the_detached_prompt_loss_has_the_same_value_and_trains_the_answer_path(tiny_model_dir: Path) -> None:
+    """Same loss value (right-padded rows, as TRL's collator pads); gradients flow into every layer."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    torch.manual_seed(0)
+    ids = torch.randint(0, 1000, (2, 40))
+    labels = ids.clone()
+    labels[0, :30] = -100
+    labels[1, :12] = -100
+    mask = torch.ones_like(ids)
+    mask[1, 34:] = 0  # right padding
+    labels[1, 34:] = -100
+    exact, _, exact_count = completion_loss(model, {"input_ids": ids, "attention_mask": mask, "labels": labels})
+    detached, correct, count = detached_prompt_loss(model, {"input_ids": ids, "attention_mask": mask, "labels": labels})
+    assert count == exact_count and 0 <= int(correct) <= count
+    assert torch.allclose(exact, detached, atol=1e-5)
+    detached.backward()
+    grads = [p.grad for name, p in model.named_parameters() if "layers" in name and "proj" in name]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
 def test_training_changes_every_trainable_parameter(tiny_model_dir: Path, tmp_path: Path) -> None:
     from datasets import Dataset
     from peft import LoraConfig
@@ -52,6 +74,7 @@ def test_training_changes_every_trainable_parameter(tiny_model_dir: Path, tmp_pa
                        learning_rate=1e-2, report_to="none", save_strategy="no", gradient_checkpointing=False, disable_tqdm=True),
         train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"),
+        detach_prompt=True,
     )
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     trainer.train()

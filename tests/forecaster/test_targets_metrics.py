@@ -28,9 +28,9 @@ def test_targets_parse_strictly_and_carry_the_realised_label(market) -> None:
             assert view.status is ParseStatus.OK
             assert (view.direction, view.magnitude) == (label.direction, label.magnitude)
             assert 1 <= len(view.positives) <= 2 and 1 <= len(view.concerns) <= 2
-            facts = {f"{abs(w.return_pct):.1f}%" for w in window.weeks}
-            cited = [p for p in view.positives + view.concerns if p.startswith("The stock")]
-            assert all(any(f in p for f in facts) for p in cited), "price facts come from the window"
+            facts = {f"Week ending {w.end}: the stock {'rose' if w.return_pct >= 0 else 'fell'} {abs(w.return_pct):.2f}%." for w in window.weeks}
+            cited = [p for p in view.positives + view.concerns if p.startswith("Week ending")]
+            assert all(p in facts for p in cited), "price facts are the window's weeks, as the prompt prints them"
 
 
 def test_lexicon_and_naive_bayes_scorers() -> None:
