@@ -239,6 +239,11 @@ class RebalanceBot:
         names = tickers or tuple(sorted(rows))
         return {t: (expected_return_pct(rows[t]) if t in rows else None) for t in names}
 
+    def stored_view_count(self, session: Session, week: date) -> int:
+        """How many views the user's serving model has for the week, signals or not."""
+        version = serving_version(session, self.user_id, self.base_fingerprint or "")
+        return len(load_views(session, version.id, self.user_id, week, week, include_shared=True).get(week, {})) if version else 0
+
     def plan(self, week: date, options: RebalanceOptions, report: RunReport) -> list[PlannedTrade]:
         as_of = market_calendar.session_close(week)
         if self.generate_views is not None and options.tickers:
@@ -257,9 +262,18 @@ class RebalanceBot:
                 vols[ticker] = trailing_daily_volatility(bars["adj_close"]) if bars is not None and len(bars) else None
                 prices[ticker] = float(bars["close"].iloc[-1]) if bars is not None and len(bars) else None
         if not any(v is not None for v in views.values()):
-            # No view at all for the week (not forecast yet): that is missing data, not a call to sell
-            # everything. Nothing is planned or recorded, so a later run, once the views exist, trades.
-            report.messages.append(f"no views for week {week}: nothing planned, positions left as they are (forecast the week first)")
+            # No usable view at all for the week (not forecast yet, or every view unparsed or failed by
+            # the view checker): that is missing data, not a call to sell everything. Nothing is planned
+            # or recorded, so a later run, once usable views exist, trades.
+            with self.factory() as session:
+                stored = self.stored_view_count(session, week)
+            if stored:
+                report.messages.append(
+                    f"none of the {stored} views for week {week} is a signal (unparsed, or failed the view checker): "
+                    "nothing planned, positions left as they are"
+                )
+            else:
+                report.messages.append(f"no views for week {week}: nothing planned, positions left as they are (forecast the week first)")
             return []
         missing = [t for t, v in views.items() if v is None]
         if missing:
