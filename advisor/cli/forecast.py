@@ -198,6 +198,7 @@ def train_sft_command(
     logging_steps: int | None = typer.Option(None, min=1, help="Log the loss every N steps (default: a tenth of the steps)."),
     detach_prompt: bool = typer.Option(False, "--detach-prompt", help="Run each prompt without gradient: 1.4x faster steps, higher held-out loss per step."),
     export: Path | None = typer.Option(None, help="Also write the adapter as a shippable directory (bf16 weights, TRAINING.md) and print its pins."),
+    bundle: Path | None = typer.Option(None, help="The offline bundle whose TFNS sentiment set scores posts (default: settings)."),
 ) -> None:
     """Fine-tune a LoRA adapter on historical windows of the training period (TRL SFTTrainer)."""
     from advisor.forecaster.sentiment import find_tfns, load_scorer
@@ -215,7 +216,12 @@ def train_sft_command(
         window=WindowConfig.daily() if daily else WindowConfig(),
         detach_prompt=detach_prompt, logging_steps=logging_steps,
     )
-    scorer = load_scorer(find_tfns(rt.settings.bundle_dir))
+    scorer = load_scorer(find_tfns(bundle or rt.settings.bundle_dir))
+    if scorer.kind == "lexicon":
+        console.print("[yellow]targets use the small lexicon sentiment scorer: the TFNS set was not found next to a bundle "
+                      "(pass --bundle DIR or set ADVISOR_BUNDLE_DIR to use the naive Bayes scorer trained on it)[/yellow]")
+    else:
+        console.print(f"targets use the {escape(scorer.kind)} sentiment scorer")
     result = train_sft(rt.session_factory, rt.settings.resolved_model_dir, options, scorer, console=console)
     m = result.metrics
     console.print(
