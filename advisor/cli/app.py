@@ -100,7 +100,7 @@ def main() -> None:
     """Console entry point: user errors become one readable line and exit status 2."""
     quiet_third_party_logs()
     try:
-        app(standalone_mode=False)
+        app(standalone_mode=False, prog_name="advisor")
     except AdvisorError as exc:
         err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -111,13 +111,22 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except SystemExit:
         raise
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
+    except typer.TyperException as exc:  # typer's bundled click errors (usage errors in non-standalone mode)
+        sys.exit(_report_usage_error(exc))
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+
+def _report_usage_error(exc: typer.TyperException) -> int:
+    """One line naming what was wrong and where help is, and exit status 2 (bare ``advisor`` shows the help)."""
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+
+    if isinstance(exc, NoArgsIsHelpError):
+        exc.show()
+        return 2
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see '{ctx.command_path} --help')" if isinstance(exc, UsageError) and ctx is not None else ""
+    message = " ".join(exc.format_message().split())
+    err_console.print(f"[bold red]error:[/bold red] {escape(message)}{escape(where)}", highlight=False, soft_wrap=True)
+    return 2 if isinstance(exc, UsageError) else int(getattr(exc, "exit_code", 1) or 1)
 
 
 if __name__ == "__main__":

@@ -84,3 +84,24 @@ def test_config_command_hides_secrets(cli, monkeypatch) -> None:
     monkeypatch.setenv("ADVISOR_ALPACA_API_KEY", "AK-SHOULD-NOT-PRINT")
     code, out, _ = cli("config")
     assert code == 0 and "database_url" in out and "AK-SHOULD-NOT-PRINT" not in out
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--no-such-flag",), "No such option: --no-such-flag (see 'advisor --help')"),
+        (("init", "--bogus"), "No such option: --bogus (see 'advisor init --help')"),
+        (("data", "window", "AAPL"), "Missing option '--date'"),
+    ],
+)
+def test_a_usage_error_is_one_line_and_exit_2(monkeypatch, capsys, args, needle) -> None:
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 2
+    assert "Traceback" not in out + err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0]
+
+
+def test_bare_advisor_shows_the_help_with_exit_2(monkeypatch, capsys) -> None:
+    code, out, err = run_cli(monkeypatch, capsys)
+    assert code == 2 and "Commands" in out + err and "Traceback" not in out + err
