@@ -23,6 +23,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from common import prepare  # bench/ is the script's directory, first on sys.path
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -30,20 +32,6 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_BUNDLE = REPO.parent / "shared" / "data" / "stocknet"
 TRAIN = (date(2014, 1, 1), date(2015, 3, 31))
 HELDOUT = (date(2015, 4, 1), date(2015, 9, 30))
-
-
-def prepare(db_path: Path, bundle: Path, model_dir: Path):  # type: ignore[no-untyped-def]
-    from advisor.data.importer import import_bundle
-    from advisor.forecaster.modelstore import fetch_default_model
-    from db.engine import make_engine, make_session_factory
-    from db.migrate import upgrade
-
-    fetch_default_model(model_dir, progress=False)
-    engine = make_engine(f"sqlite:///{db_path}")
-    upgrade(engine)
-    factory = make_session_factory(engine)
-    import_bundle(factory, bundle, progress=False)
-    return factory
 
 
 def bench_generation(factory, model_dir: Path, n_views: int) -> None:  # type: ignore[no-untyped-def]

@@ -33,6 +33,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from common import prepare  # bench/ is the script's directory, first on sys.path
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -41,20 +43,6 @@ DEFAULT_BUNDLE = REPO.parent / "shared" / "data" / "stocknet"
 BASE = "SmolLM2-135M-Instruct"
 VIEW_DATE = date(2015, 6, 5)
 SAMPLE_PERIOD = (date(2015, 4, 1), date(2015, 9, 30))
-
-
-def prepare(db_path: Path, bundle: Path, model_dir: Path):  # type: ignore[no-untyped-def]
-    from advisor.data.importer import import_bundle
-    from advisor.forecaster.modelstore import fetch_default_model
-    from db.engine import make_engine, make_session_factory
-    from db.migrate import upgrade
-
-    fetch_default_model(model_dir, progress=False)
-    engine = make_engine(f"sqlite:///{db_path}")
-    upgrade(engine)
-    factory = make_session_factory(engine)
-    import_bundle(factory, bundle, progress=False)
-    return factory
 
 
 def sft_adapter(factory, model_dir: Path) -> Path:  # type: ignore[no-untyped-def]

@@ -26,24 +26,12 @@ import time
 from datetime import date
 from pathlib import Path
 
+from common import prepare  # bench/ is the script's directory, first on sys.path
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_BUNDLE = REPO.parent / "shared" / "data" / "stocknet"
 BASE = "SmolLM2-135M-Instruct"
-
-
-def prepare(tmp: Path, bundle: Path, model_dir: Path):  # type: ignore[no-untyped-def]
-    from advisor.data.importer import import_bundle
-    from advisor.forecaster.modelstore import fetch_default_model
-    from db.engine import make_engine, make_session_factory
-    from db.migrate import upgrade
-
-    fetch_default_model(model_dir, progress=False)
-    engine = make_engine(f"sqlite:///{tmp / 'bench.db'}")
-    upgrade(engine)
-    factory = make_session_factory(engine)
-    import_bundle(factory, bundle, progress=False)
-    return factory
 
 
 def sft_adapter(factory, model_dir: Path) -> Path:  # type: ignore[no-untyped-def]
@@ -174,7 +162,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        factory = prepare(tmp, args.bundle, args.model_dir)
+        factory = prepare(tmp / "bench.db", args.bundle, args.model_dir)
         adapter = sft_adapter(factory, args.model_dir)
         from rlhf.train_pref import write_rows
 
