@@ -158,6 +158,12 @@ def step_import(rt: Runtime, options: DemoOptions, console: Console) -> bool:
     result = import_bundle(rt.session_factory, bundle, progress=True)
     for line in result.lines():
         console.print(line)
+    from advisor.forecaster.sentiment import find_tfns, save_default
+
+    tfns = find_tfns(bundle)
+    if tfns is not None:
+        save_default(tfns, rt.settings.resolved_model_dir)
+        console.print("post sentiment: naive Bayes trained on the TFNS set next to the bundle")
     with rt.session() as session:
         summary = store_summary(session)
     console.print(
@@ -255,7 +261,7 @@ def step_forecast(rt: Runtime, options: DemoOptions, handle, console: Console) -
 def step_evaluate(rt: Runtime, options: DemoOptions, plan: DemoPlan, handle, console: Console) -> None:  # type: ignore[no-untyped-def]
     from advisor.forecaster.evaluation import evaluate, to_markdown, write_report
     from advisor.forecaster.loading import ModelSpec, load_model
-    from advisor.forecaster.sentiment import find_tfns, load_scorer
+    from advisor.forecaster.sentiment import default_scorer
 
     start, end = plan.heldout_period
     _heading(console, f"7. Evaluation on the held-out weeks {start} .. {end}: {', '.join(options.tickers)}, against baselines")
@@ -264,7 +270,7 @@ def step_evaluate(rt: Runtime, options: DemoOptions, plan: DemoPlan, handle, con
         models["base_model"] = load_model(ModelSpec(base=rt.settings.base_model), rt.settings.resolved_model_dir)
     report = evaluate(
         rt.session_factory, models, start, end, tickers=options.tickers, title="Demo evaluation (small sample: read the intervals)",
-        scorer=load_scorer(find_tfns(rt.settings.bundle_dir)),
+        scorer=default_scorer(),
     )
     paths = write_report(report, rt.settings.data_dir / "reports", "demo-eval-weekly")
     console.print(to_markdown(report).split("## Per ticker")[0], markup=False, highlight=False, soft_wrap=True)

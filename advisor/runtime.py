@@ -25,8 +25,10 @@ class Runtime:
 
     def __post_init__(self) -> None:
         from advisor.forecaster.backends import configure
+        from advisor.forecaster.sentiment import configure_default
 
         configure(self.settings.inference)
+        configure_default(self.settings.bundle_dir, self.settings.resolved_model_dir)
 
     @property
     def engine(self) -> Engine:

@@ -10,6 +10,7 @@ from rich.table import Table
 from advisor import market_calendar
 from advisor.cli.common import console, ensure_database, parse_date, parse_tickers, runtime
 from advisor.data.importer import import_bundle
+from advisor.forecaster.sentiment import find_tfns, save_default
 from advisor.data.queries import ticker_overview
 from advisor.data.store import SqlMarketStore
 from advisor.data.windows import DEFAULT_TEXTS_PER_WEEK, DEFAULT_WEEKS, build_window, format_window, weekly_label
@@ -29,6 +30,10 @@ def import_command(
     summary = import_bundle(rt.session_factory, directory, progress=not quiet)
     for line in summary.lines():
         console.print(line)
+    tfns = find_tfns(directory)
+    if tfns is not None:
+        save_default(tfns, rt.settings.resolved_model_dir)
+        console.print("post sentiment: naive Bayes trained on the TFNS set next to the bundle (kept with the models)")
 
 
 @app.command("sync")

@@ -117,6 +117,7 @@ def forecast_command(
     temperature: float = typer.Option(0.9, help="Sampling temperature (with --samples > 1)."),
     user: str | None = typer.Option(None, help="Forecast for this user: their active adapter, stored as theirs."),
     backend: str | None = typer.Option(None, help=BACKEND_HELP),
+    grounding: bool = typer.Option(True, "--grounding/--no-grounding", help="List only the window's facts (grounded decoding); --no-grounding: the model's free text, still checked."),
 ) -> None:
     """Write a weekly view per ticker with the forecaster, print it and store it."""
     from advisor.data.store import SqlMarketStore
@@ -127,7 +128,7 @@ def forecast_command(
     use_backend(rt, backend)
     decoding = Decoding(
         mode="greedy" if samples == 1 else "sample", num_candidates=samples, seed=seed,
-        max_new_tokens=max_new_tokens, temperature=temperature,
+        max_new_tokens=max_new_tokens, temperature=temperature, grounded=grounding,
     )
     from advisor.forecaster.service import Personalisation
 
@@ -201,7 +202,7 @@ def train_sft_command(
     bundle: Path | None = typer.Option(None, help="The offline bundle whose TFNS sentiment set scores posts (default: settings)."),
 ) -> None:
     """Fine-tune a LoRA adapter on historical windows of the training period (TRL SFTTrainer)."""
-    from advisor.forecaster.sentiment import find_tfns, load_scorer
+    from advisor.forecaster.sentiment import default_scorer, find_tfns, load_scorer
     from advisor.forecaster.service import WindowConfig
     from advisor.forecaster.sft import SFTOptions, train_sft
 
@@ -216,7 +217,7 @@ def train_sft_command(
         window=WindowConfig.daily() if daily else WindowConfig(),
         detach_prompt=detach_prompt, logging_steps=logging_steps,
     )
-    scorer = load_scorer(find_tfns(bundle or rt.settings.bundle_dir))
+    scorer = load_scorer(find_tfns(bundle)) if bundle is not None else default_scorer()
     if scorer.kind == "lexicon":
         console.print("[yellow]targets use the small lexicon sentiment scorer: the TFNS set was not found next to a bundle "
                       "(pass --bundle DIR or set ADVISOR_BUNDLE_DIR to use the naive Bayes scorer trained on it)[/yellow]")
@@ -261,13 +262,14 @@ def eval_forecasts_command(
     no_base: bool = typer.Option(False, "--no-base", help="Skip the untuned base model baseline (saves time)."),
     seed: int = typer.Option(0),
     backend: str | None = typer.Option(None, help=BACKEND_HELP),
+    grounding: bool = typer.Option(True, "--grounding/--no-grounding", help="List only the window's facts (grounded decoding); --no-grounding: the model's free text, still checked."),
 ) -> None:
     """Parse rate, accuracy, MCC, bin accuracy, MSE with 95% intervals, against baselines; JSON + Markdown report."""
     from datetime import datetime, timezone
 
     from advisor.forecaster.evaluation import evaluate, to_markdown, write_report
     from advisor.forecaster.loading import ModelSpec, load_model
-    from advisor.forecaster.sentiment import find_tfns, load_scorer
+    from advisor.forecaster.sentiment import default_scorer
     from advisor.forecaster.service import WindowConfig
     from advisor.forecaster.stocknet import STOCKNET_PUBLISHED
 
@@ -283,7 +285,13 @@ def eval_forecasts_command(
         tickers=parse_tickers(tickers) if tickers else None, max_windows=max_windows, seed=seed,
         window_config=WindowConfig.daily() if daily else WindowConfig(),
         title="Daily movement evaluation (stocknet protocol)" if daily else "Weekly forecast evaluation",
-        scorer=load_scorer(find_tfns(rt.settings.bundle_dir)),
+        scorer=default_scorer(),
+        decoding=Decoding(grounded=grounding),
+    )
+    report.notes.append(
+        "Views decoded with grounding: items are the window's facts, the analysis follows the chosen items and the prediction; "
+        "the model chooses the items and the prediction." if grounding else
+        "Views decoded without grounding: the model's own text, as the checker reads it."
     )
     if daily:
         report.notes.append(

@@ -51,6 +51,7 @@ class EngineRequest:
 
     prompt_ids: tuple[int, ...]
     seeds: tuple[int, ...]
+    constraint: Any = None  # a GroundedRequest: ``state()`` per candidate (allowed tokens / advance)
 
 
 @dataclass
@@ -74,6 +75,7 @@ class _Sequence:
     length: int  # tokens in the KV cache
     generated: list[int] = field(default_factory=list)
     generator: Any = None
+    constraint: Any = None  # a GroundedState, or None (free decoding)
 
 
 @dataclass
@@ -406,6 +408,8 @@ class DecoderEngine:
             sequence = live[slot]
             assert sequence is not None
             reason = None
+            if sequence.constraint is not None:
+                sequence.constraint.advance(token)
             if token in eos_ids:
                 reason = "eos"
             else:
@@ -491,8 +495,10 @@ class DecoderEngine:
             if settings.mode == "sample":
                 generator = torch.Generator(device=self.device)
                 generator.manual_seed(int(request.seeds[candidate]))
-            live[slot] = _Sequence(index, candidate, length, generator=generator)
-            chosen.append((slot, _choose(logits, settings, [generator])[0]))
+            constraint = request.constraint.state() if request.constraint is not None else None
+            live[slot] = _Sequence(index, candidate, length, generator=generator, constraint=constraint)
+            row = _constrain(logits.clone(), [live[slot]])
+            chosen.append((slot, _choose(row, settings, [generator])[0]))
         return chosen
 
     def _compact(self, live: list[_Sequence | None], cache: Any) -> None:
@@ -521,7 +527,17 @@ class DecoderEngine:
         logits = self._forward(ids, positions, cache, slice(0, rows), int(positions.max()) + 1, layers)
         for sequence in sequences:
             sequence.length += 1
-        return _choose(logits, settings, [s.generator for s in sequences])
+        return _choose(_constrain(logits, sequences), settings, [s.generator for s in sequences])
+
+
+def _constrain(logits: Any, sequences: Sequence[_Sequence | None]) -> Any:
+    """Mask each constrained row's logits to the tokens its grounding allows (in place)."""
+    allowed = [s.constraint.allowed() if s is not None and s.constraint is not None else None for s in sequences]
+    if all(a is None for a in allowed):
+        return logits
+    from advisor.forecaster.grounding import mask_logits
+
+    return mask_logits(logits, allowed)
 
 
 NUCLEUS_CANDIDATES = 256  # top-p is cut from the top-k logits; rows whose nucleus is wider fall back to a full sort

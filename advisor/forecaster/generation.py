@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -29,6 +29,7 @@ from advisor.forecaster.loading import ModelHandle
 
 if TYPE_CHECKING:
     from advisor.forecaster.backends import GenerationBackend
+    from advisor.forecaster.grounding import Grounding
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Decoding:
     batch_size: int = 16  # transformers backend: prompts per batch (the engine's width is the `slots` setting)
     sample_batch: int = 1  # transformers backend: prompts sampled together (see backends/hf.py)
     early_stop: bool = True  # stop a sequence once its answer is complete or it repeats itself
+    grounded: bool = True  # list only the window's facts and write the analysis from them (advisor.forecaster.grounding)
 
     def __post_init__(self) -> None:
         if self.mode not in ("greedy", "sample"):
@@ -93,8 +95,13 @@ def generate(
     description: str = "generating views",
     on_progress: Callable[[int, int], None] | None = None,
     backend: GenerationBackend | str | None = None,
+    groundings: Sequence[Grounding | None] | None = None,
 ) -> list[list[Generation]]:
-    """Generate for each prompt; returns, per prompt, ``decoding.num_candidates`` generations."""
+    """Generate for each prompt; returns, per prompt, ``decoding.num_candidates`` generations.
+
+    ``groundings`` (one per prompt, used when ``decoding.grounded`` and the backend grounds): the
+    facts each view may state.
+    """
     from advisor.forecaster.backends import PromptJob, select_backend
 
     if len(prompt_texts) != len(prompt_hashes):
@@ -102,9 +109,12 @@ def generate(
     if not prompt_texts:
         return [[] for _ in prompt_texts]
     chosen = backend if backend is not None and not isinstance(backend, str) else select_backend(handle, backend)
+    if groundings is not None and len(groundings) != len(prompt_texts):
+        raise ValueError("one grounding (or None) per prompt")
+    use = groundings if groundings is not None and decoding.grounded and chosen.grounds else [None] * len(prompt_texts)
     jobs = [
-        PromptJob(text, digest, decoding.seed if decoding.mode == "greedy" else prompt_seed(decoding.seed, digest))
-        for text, digest in zip(prompt_texts, prompt_hashes, strict=True)
+        PromptJob(text, digest, decoding.seed if decoding.mode == "greedy" else prompt_seed(decoding.seed, digest), grounding)
+        for text, digest, grounding in zip(prompt_texts, prompt_hashes, use, strict=True)
     ]
     with tqdm(total=len(jobs), desc=description, unit="prompt", disable=not progress) as bar:
 

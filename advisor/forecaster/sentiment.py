@@ -9,6 +9,7 @@ TFNS a short finance lexicon is used instead. Either way the scorer is determini
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import Counter
@@ -128,3 +129,63 @@ def evaluate_on_valid(tfns_dir: Path) -> dict[str, float]:
         f1_weighted += f1 * truth.count(label) / len(truth)
     accuracy = sum(p == t for p, t in zip(predicted, truth, strict=True)) / len(truth)
     return {"accuracy": accuracy, "weighted_f1": f1_weighted, "n": len(truth)}
+
+
+# --------------------------------------------------------------------------------------------------
+# The process's default scorer
+# --------------------------------------------------------------------------------------------------
+
+SAVED_SCORER = Path("sentiment") / "naive-bayes.json"  # under the model directory, written by `advisor data import`
+_default_dirs: dict[str, Path | None] = {"bundle": None, "models": None}
+
+
+def configure_default(bundle_dir: Path | None, model_dir: Path | None) -> None:
+    """Where :func:`default_scorer` looks (done by :class:`advisor.runtime.Runtime` from settings)."""
+    _default_dirs["bundle"] = bundle_dir
+    _default_dirs["models"] = model_dir
+
+
+def default_scorer() -> SentimentScorer:
+    """The scorer views and targets use: TFNS next to the configured bundle, else the one saved at
+    import, else the lexicon."""
+    tfns = find_tfns(_default_dirs["bundle"])
+    if tfns is not None:
+        return load_scorer(tfns)
+    models = _default_dirs["models"]
+    if models is not None and (models / SAVED_SCORER).is_file():
+        path = models / SAVED_SCORER
+        return _load_saved(path.resolve(), path.stat().st_mtime_ns)
+    return SentimentScorer(None)
+
+
+def save_default(tfns_dir: Path, model_dir: Path) -> Path:
+    """Train the TFNS scorer and keep it under ``model_dir`` so later commands need no bundle path."""
+    scorer = load_scorer(tfns_dir)
+    assert scorer.model is not None
+    path = model_dir / SAVED_SCORER
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = scorer.model
+    payload = {
+        "kind": "naive-bayes-tfns",
+        "log_prior": {str(k): v for k, v in model.log_prior.items()},
+        "log_likelihood": {str(k): v for k, v in model.log_likelihood.items()},
+        "log_unseen": {str(k): v for k, v in model.log_unseen.items()},
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload))
+    tmp.replace(path)
+    return path
+
+
+@lru_cache(maxsize=4)
+def _load_saved(path: Path, mtime_ns: int) -> SentimentScorer:
+    try:
+        data = json.loads(path.read_text())
+        model = NaiveBayes(
+            {int(k): float(v) for k, v in data["log_prior"].items()},
+            {int(k): v for k, v in data["log_likelihood"].items()},
+            {int(k): float(v) for k, v in data["log_unseen"].items()},
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return SentimentScorer(None)  # a damaged file: the lexicon, as if none were saved
+    return SentimentScorer(model)

@@ -21,8 +21,10 @@ from advisor.data.store import MarketStore
 from advisor.data.windows import DEFAULT_TEXTS_PER_WEEK, DEFAULT_WEEKS, ForecastWindow, Horizon, build_window_for
 from advisor.forecaster.checker import ViewCheck, check_view
 from advisor.forecaster.generation import Decoding, generate
+from advisor.forecaster.grounding import grounding_for
 from advisor.forecaster.loading import ModelHandle
 from advisor.forecaster.prompts import Prompt, PromptConfig, build_prompt
+from advisor.forecaster.sentiment import SentimentScorer, default_scorer
 from advisor.forecaster.versions import ensure_model_version
 from advisor.forecaster.views import View, parse_view
 from db.models import Forecast
@@ -104,14 +106,25 @@ def forecast_windows(
     *,
     progress: bool = True,
     on_progress: Callable[[int, int], None] | None = None,
+    scorer: SentimentScorer | None = None,
 ) -> list[list[ForecastOutcome]]:
-    """Generate (or reuse) ``decoding.num_candidates`` views per window and add them to ``session``."""
+    """Generate (or reuse) ``decoding.num_candidates`` views per window and add them to ``session``.
+
+    With ``decoding.grounded`` (the default) each view lists only its window's facts, the posts'
+    tone read by ``scorer`` (default: :func:`advisor.forecaster.sentiment.default_scorer`, the one
+    that wrote the training targets); see :mod:`advisor.forecaster.grounding`.
+    """
     from advisor.forecaster.backends import select_backend
 
     prompts = build_prompts(windows, handle, prompt_config, decoding, who.risk_context)
     version = ensure_model_version(session, handle)
     backend = select_backend(handle)
     record = decoding.record(str(handle.base.dtype).replace("torch.", ""), backend.name)
+    grounded = decoding.grounded and backend.grounds
+    record["grounded"] = grounded
+    if grounded:
+        scorer = scorer or default_scorer()
+        record["post_sentiment"] = scorer.kind
     record_json = json.dumps(record, sort_keys=True)
     groups = [_key(version.key, p.hash, record_json, who.user_id) for p in prompts]
 
@@ -121,9 +134,13 @@ def forecast_windows(
         if len(rows) == decoding.num_candidates:
             existing[group] = rows
     todo = [i for i, g in enumerate(groups) if g not in existing]
+    groundings = (
+        [grounding_for(windows[i], scorer, prompts[i].text_item_ids, prompt_config.max_text_chars) for i in todo]
+        if grounded and scorer is not None else None
+    )
     generated = generate(
         handle, [prompts[i].text for i in todo], [prompts[i].hash for i in todo], decoding,
-        progress=progress, on_progress=on_progress, backend=backend,
+        progress=progress, on_progress=on_progress, backend=backend, groundings=groundings,
     )
 
     outcomes: list[list[ForecastOutcome]] = [[] for _ in windows]

@@ -21,10 +21,11 @@ separately, on later weeks, against baselines (:mod:`advisor.forecaster.evaluati
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from advisor.data.textselect import readable_quote
-from advisor.data.windows import ForecastWindow, Horizon, WeeklyLabel, WeekMove
+from advisor.data.windows import ForecastWindow, Horizon, TextSnippet, WeeklyLabel, WeekMove
 from advisor.forecaster.sentiment import SentimentScorer
 from advisor.forecaster.views import render_view
 
@@ -53,8 +54,15 @@ def move_fact(window: ForecastWindow, week: WeekMove) -> str:
     return f"{period_label(window, week)}: the stock {'rose' if move >= 0 else 'fell'} {abs(move):.2f}%."
 
 
-def factors(window: ForecastWindow, scorer: SentimentScorer) -> tuple[list[Factor], list[Factor]]:
-    """Positive and negative facts from the window, most recent period first, moves before posts."""
+def window_factors(
+    window: ForecastWindow, scorer: SentimentScorer, visible: Callable[[TextSnippet], bool] | None = None
+) -> tuple[list[Factor], list[Factor]]:
+    """Every positive and negative fact of the window, most recent period first, moves before posts.
+
+    ``visible(post)``: whether a post may be quoted (the prompt shows it); default all. Grounded
+    decoding (:mod:`advisor.forecaster.grounding`) lets a view list any of these; a target lists
+    the first :data:`MAX_FACTORS` of each side.
+    """
     positives: list[Factor] = []
     concerns: list[Factor] = []
     quoted: set[str] = set()
@@ -65,6 +73,8 @@ def factors(window: ForecastWindow, scorer: SentimentScorer) -> tuple[list[Facto
         elif move <= -MOVE_THRESHOLD_PCT:
             concerns.append(Factor("move", move_fact(window, week)))
         for snippet in reversed(week.texts):
+            if visible is not None and not visible(snippet):
+                continue
             quote = readable_quote(snippet.text)
             if quote is None or quote.lower() in quoted:
                 continue
@@ -76,6 +86,12 @@ def factors(window: ForecastWindow, scorer: SentimentScorer) -> tuple[list[Facto
             else:
                 continue
             quoted.add(quote.lower())
+    return positives, concerns
+
+
+def factors(window: ForecastWindow, scorer: SentimentScorer) -> tuple[list[Factor], list[Factor]]:
+    """The facts a target lists: the first :data:`MAX_FACTORS` of each side."""
+    positives, concerns = window_factors(window, scorer)
     return positives[:MAX_FACTORS], concerns[:MAX_FACTORS]
 
 

@@ -29,6 +29,7 @@ from advisor.errors import ConfigError
 
 if TYPE_CHECKING:
     from advisor.forecaster.generation import Decoding
+    from advisor.forecaster.grounding import Grounding
     from advisor.forecaster.loading import ModelHandle
 
 log = logging.getLogger("advisor.inference")
@@ -45,6 +46,7 @@ class PromptJob:
     text: str
     hash: str
     seed: int
+    grounding: Grounding | None = None  # facts the view may state (see advisor.forecaster.grounding)
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class RawGeneration:
 
 class GenerationBackend(Protocol):
     name: str  # recorded with each forecast
+    grounds: bool  # applies a job's grounding (token-level constraint) when it has one
 
     def generate(
         self, handle: ModelHandle, jobs: list[PromptJob], decoding: Decoding, on_done: Callable[[int], None]

@@ -25,6 +25,7 @@ from advisor.forecaster.engine import (
     check_supported,
 )
 from advisor.forecaster.generation import Decoding, newline_token_ids, prompt_seed
+from advisor.forecaster.grounding import compile_grounding
 from advisor.forecaster.loading import LoadedBase, ModelHandle, adapter_name
 from advisor.forecaster.views import answer_stop_reason
 
@@ -56,6 +57,7 @@ def engine_for(base: LoadedBase) -> DecoderEngine:
 
 class EngineBackend:
     name = "engine"
+    grounds = True
 
     def __init__(self, settings: InferenceSettings) -> None:
         self.settings = settings
@@ -70,6 +72,7 @@ class EngineBackend:
             EngineRequest(
                 tuple(tokenizer(job.text, add_special_tokens=False)["input_ids"]),
                 tuple(candidate_seed(job.seed, c) for c in range(k)),
+                compile_grounding(job.grounding, tokenizer),
             )
             for job in jobs
         ]

@@ -23,6 +23,7 @@ from advisor.forecaster.views import answer_stop_reason
 
 class TransformersBackend:
     name = "transformers"
+    grounds = True
 
     def generate(
         self, handle: ModelHandle, jobs: list[PromptJob], decoding: Decoding, on_done: Callable[[int], None]
@@ -34,7 +35,7 @@ class TransformersBackend:
             order = sorted(range(len(jobs)), key=lambda i: -lengths[i])
             for start in range(0, len(order), decoding.batch_size):
                 batch = order[start : start + decoding.batch_size]
-                outputs = _generate_batch(handle, [jobs[i].text for i in batch], decoding, 1, seed=None)
+                outputs = _generate_batch(handle, [jobs[i] for i in batch], decoding, 1, seed=None)
                 for i, (text, n_tokens, reason) in zip(batch, outputs, strict=True):
                     results[i] = [RawGeneration(text, n_tokens, reason, decoding.seed)]
                     on_done(i)
@@ -45,7 +46,7 @@ class TransformersBackend:
             batch = order[start : start + decoding.sample_batch]
             hashes = tuple(jobs[i].hash for i in batch)
             seed = jobs[batch[0]].seed if len(batch) == 1 else prompt_seed(decoding.seed, "|".join(hashes))
-            outputs = _generate_batch(handle, [jobs[i].text for i in batch], decoding, k, seed=seed)
+            outputs = _generate_batch(handle, [jobs[i] for i in batch], decoding, k, seed=seed)
             for position, i in enumerate(batch):
                 rows = outputs[position * k : (position + 1) * k]
                 shared = hashes if len(hashes) > 1 else ()
@@ -84,17 +85,38 @@ class AnswerStop:
         return done
 
 
+class GroundingProcessor:
+    """A transformers logits processor applying each row's :class:`GroundedState` (the engine applies the same)."""
+
+    def __init__(self, states: list[Any], prompt_length: int) -> None:
+        self.states = states
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        from advisor.forecaster.grounding import mask_logits
+
+        if input_ids.shape[1] > self.prompt_length:
+            for state, token in zip(self.states, input_ids[:, -1].tolist(), strict=True):
+                if state is not None:
+                    state.advance(int(token))
+        return mask_logits(scores, [s.allowed() if s is not None else None for s in self.states])
+
+
 def _generate_batch(
-    handle: ModelHandle, texts: list[str], decoding: Decoding, num_return_sequences: int, seed: int | None
+    handle: ModelHandle, jobs: list[PromptJob], decoding: Decoding, num_return_sequences: int, seed: int | None
 ) -> list[tuple[str, int, str]]:
     """Generate for one batch; returns (text, new tokens, stop reason) per sequence."""
     import torch
-    from transformers import StoppingCriteriaList
+    from transformers import LogitsProcessorList, StoppingCriteriaList
+
+    from advisor.forecaster.grounding import compile_grounding
 
     tokenizer = handle.tokenizer
-    encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    encoded = tokenizer([j.text for j in jobs], return_tensors="pt", padding=True, add_special_tokens=False)
     prompt_len = encoded["input_ids"].shape[1]
     stop = AnswerStop(tokenizer, prompt_len) if decoding.early_stop else None
+    requests = [compile_grounding(j.grounding, tokenizer) for j in jobs]
+    states = [r.state() if r is not None else None for r in requests for _ in range(num_return_sequences)]
     with handle.activate() as model:
         device = handle.base.device
         encoded = {k: v.to(device) for k, v in encoded.items()}
@@ -106,6 +128,8 @@ def _generate_batch(
         }
         if stop is not None:
             kwargs["stopping_criteria"] = StoppingCriteriaList([stop])
+        if any(s is not None for s in states):
+            kwargs["logits_processor"] = LogitsProcessorList([GroundingProcessor(states, prompt_len)])
         if decoding.mode == "sample":
             kwargs.update(do_sample=True, temperature=decoding.temperature, top_p=decoding.top_p, top_k=0)
             torch.manual_seed(seed if seed is not None else decoding.seed)

@@ -62,6 +62,7 @@ def cut_at_stop(text: str) -> tuple[str, str | None]:
 
 class ServerBackend:
     name = "openai"
+    grounds = False  # completions servers take no token-level constraint of ours; views are checked as usual
 
     def __init__(self, settings: InferenceSettings) -> None:
         self.settings = settings
