@@ -27,9 +27,9 @@ from advisor.forecaster.modelstore import adapter_hash, sha256_file
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped" / "sft-default"
 SHIPPED_FILES: dict[str, str] = {
-    "adapter_config.json": "b16d5e33688b4eb827cdccab93df9bae35c46a89a76ad9d6a6a0e63140bdca8d",
-    "adapter_model.safetensors": "4dad24413c98fd8de8afa8b9a8b0e7dc8203f648f268c56157623607a6cfee31",
-    "advisor-adapter.json": "7d27f327cabe84d6bb0e6a68f30e2dcfd0fce8aeea082e9ee59c7c876d1f97cc",
+    "adapter_config.json": "3c548f7359774d77f844c91752fb2ba006c4da6c4c4b3239c1883190492f0225",
+    "adapter_model.safetensors": "a514c37a72818253ecb37d344a0b8c4e8ba5fecce3561451bdb931e2abc6aa15",
+    "advisor-adapter.json": "ad353e04e8c118dd1492afe979cf77d5c68d87d56ed48adc7714320904a88757",
 }
 SHIPPED_NAME = "sft-default (shipped)"
 
@@ -129,7 +129,7 @@ def training_card(command: str, metrics: dict[str, Any], snapshot: dict[str, Any
     for key in ("steps", "seconds", "seconds_per_step", "peak_rss_mb", "bf16", "detach_prompt", "train_loss"):
         if key in metrics:
             lines.append(f"- {key}: {metrics[key]}")
-    lines += ["", "## Held-out check (greedy views of weeks after the training period)", ""]
+    lines += ["", "## Held-out check (greedy views of weeks after the training period, free decoding: no grounding)", ""]
     for key in ("heldout_prompts", "heldout_parse_rate", "heldout_check_passed", "heldout_facts_found", "heldout_contradictions"):
         if metrics.get(key) is not None:
             value = metrics[key]
