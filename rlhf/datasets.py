@@ -24,6 +24,9 @@ from sqlalchemy.orm import Session, aliased
 from db.models import Forecast, Preference, User
 
 
+SOURCE_PRIORITY = {"human": 0, "simulated": 1, "outcome": 2}
+
+
 @dataclass(frozen=True)
 class Example:
     forecast_date: date
@@ -61,11 +64,15 @@ def pair_examples(session: Session, user: User, sources: tuple[str, ...] = ("hum
         .order_by(Preference.id)
     ).all()
     out = []
-    seen: set[tuple[int, int]] = set()
+    seen: set[frozenset[int]] = set()
+    # One example per pair of views: a person's own choice first, then the simulated user's, then the
+    # outcome label; within a source the latest answer (feedback replaces itself; older databases may
+    # hold repeats).
+    rows = sorted(rows, key=lambda t: (SOURCE_PRIORITY.get(t[0].source, 9), -t[0].id))
     for preference, c, r in rows:
-        if (c.id, r.id) in seen or (r.id, c.id) in seen:
-            continue  # the same pair labelled twice (e.g. outcome and human) counts once; the first label wins
-        seen.add((c.id, r.id))
+        if frozenset((c.id, r.id)) in seen:
+            continue
+        seen.add(frozenset((c.id, r.id)))
         prompt = prompt_of(c)
         out.append(Example(c.forecast_date, {"prompt": prompt, "chosen": _assistant(c.raw_text), "rejected": _assistant(r.raw_text)}, preference.source))
     return out
@@ -77,7 +84,11 @@ def rating_examples(session: Session, user: User) -> list[Example]:
         select(Preference, Forecast).join(Forecast, Preference.forecast_id == Forecast.id)
         .where(Preference.user_id == user.id, Preference.kind == "rating").order_by(Preference.id)
     ).all()
-    for preference, row in ratings:
+    rated: set[int] = set()
+    for preference, row in sorted(ratings, key=lambda t: -t[0].id):  # the latest thumbs on a view is the answer
+        if row.id in rated:
+            continue
+        rated.add(row.id)
         out.append(Example(row.forecast_date, {"prompt": prompt_of(row), "completion": _assistant(row.raw_text), "label": preference.rating > 0}, "human"))
     both_bad = session.scalars(select(Preference).where(Preference.user_id == user.id, Preference.kind == "pair", Preference.both_bad.is_(True)))
     for preference in both_bad:

@@ -6,7 +6,7 @@ One report, each figure with a 95% bootstrap interval where it is an average ove
   * **reward-model win rate**: on held-out prompts, how often the reward model scores the tuned
     model's greedy view above the parent's (ties count half);
   * **mean realised utility** of following each model's greedy view under the user's profile
-    (:func:`rlhf.preferences.view_utility`), and the paired difference tuned - parent;
+    (:func:`rlhf.utility.view_utility`), and the paired difference tuned - parent;
   * **binary accuracy and MCC** of the greedy views (the forecaster's metrics);
   * a **backtest** of each model's views with the user's profile over the held-out period.
 """
@@ -14,23 +14,22 @@ One report, each figure with a 95% bootstrap interval where it is an average ove
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 import numpy as np
 from sqlalchemy.orm import Session
 
 from advisor.data.store import MarketStore
-from advisor.data.windows import ForecastWindow, weekly_label
+from advisor.data.windows import ForecastWindow
 from advisor.errors import DataUnavailableError
 from advisor.forecaster.loading import ModelHandle
 from advisor.forecaster.metrics import Scored, summarize
 from advisor.forecaster.views import parse_view
-from advisor.portfolio import trailing_daily_volatility
 from db.models import Forecast, RiskProfile
-from rlhf.preferences import view_utility
-from rlhf.profiles import risk_params
+from rlhf.profiles import user_utility
 from rlhf.reward import RewardScorer
+from rlhf.utility import outcome_week, view_utility
 
 BOOTSTRAP = 1000
 
@@ -129,18 +128,16 @@ class ComparisonReport:
 def realised_utilities(
     store: MarketStore, profile: RiskProfile, windows: list[ForecastWindow], views: list[Forecast]
 ) -> tuple[list[float], list[Scored]]:
-    params = risk_params(profile)
+    utility = user_utility(profile)
     utilities, scored = [], []
     for window, row in zip(windows, views, strict=True):
         try:
-            label = weekly_label(store, window.ticker, window.decision_date)
+            week = outcome_week(store, window.ticker, window.decision_date)
         except DataUnavailableError:
             continue
-        closes = store.bars(window.ticker, window.as_of, start=window.decision_date - timedelta(days=120))["adj_close"]
-        vol = trailing_daily_volatility(closes) if len(closes) else None
         view = parse_view(row.raw_text)
-        utilities.append(view_utility(view.expected_return_pct, label.return_pct, vol, params).utility)
-        scored.append(Scored(window.ticker, window.decision_date, label.return_pct, view.direction, view.magnitude))
+        utilities.append(view_utility(view.expected_return_pct, week, utility).utility)
+        scored.append(Scored(window.ticker, window.decision_date, week.realised_pct, view.direction, view.magnitude))
     return utilities, scored
 
 

@@ -3,18 +3,10 @@
 * **Human**: a pairwise choice between two candidate views of the same prompt (or "both bad", with an
   optional comment), and thumbs up/down on a single view.
 * **Outcome-grounded**: once the forecast week is over, each candidate view is scored by the utility
-  the user would have had following it:
-
-      w = the weight the portfolio code gives that view alone under the user's profile
-          (advisor.portfolio.target_weights: sizing by risk aversion and volatility, hard limits)
-      R = the realised return of the target week (fraction)
-      U = w * R - (lambda / 2) * w^2 * sigma_week^2
-
-  with lambda the profile's risk aversion and sigma_week^2 = 5 * (trailing daily volatility)^2, both
-  known at the decision. Candidate pairs whose utility gap exceeds ``margin`` become chosen/rejected.
-  Profiles differ in lambda, limits and shorting, so a conservative and an aggressive user can prefer
-  different views of the same prompt. Unparsed candidates are left out (the outcome says nothing
-  about them).
+  the user would have had following it (:mod:`rlhf.utility`: the position the portfolio code takes
+  under the user's profile, its P&L day by day with losses weighted by the user's loss aversion,
+  less a mean-variance risk charge). Candidate pairs whose utility gap exceeds ``margin`` become
+  chosen/rejected. Unparsed candidates are left out (the outcome says nothing about them).
 * **Simulated user** (tests and demo; stored with source ``simulated``): picks between two views the
   way a person with the stated profile tends to — a cautious investor prefers modest predictions that
   name concerns, a bold one prefers large moves — with logistic noise, seeded.
@@ -25,40 +17,21 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from advisor.data.store import MarketStore
-from advisor.data.windows import weekly_label
 from advisor.errors import AdvisorError, DataUnavailableError
 from advisor.forecaster.views import parse_view
-from advisor.portfolio import WEEK_DAYS, RiskParams, target_weights, trailing_daily_volatility
 from db.models import Forecast, Preference, RiskProfile, User
-from rlhf.profiles import risk_params
-
-DEFAULT_MARGIN = 1e-4  # one basis point of equity
+from db.types import utcnow
+from rlhf.profiles import user_utility
+from rlhf.utility import DEFAULT_MARGIN, outcome_week, view_utility
 
 
 class FeedbackError(AdvisorError):
     """Feedback that cannot be recorded (missing forecast, another user's forecast, identical views...)."""
-
-
-@dataclass(frozen=True)
-class Utility:
-    weight: float
-    realised_pct: float
-    utility: float
-
-
-def view_utility(expected_pct: float | None, realised_pct: float, daily_vol: float | None, params: RiskParams) -> Utility:
-    """U = w R - (lambda/2) w^2 sigma_week^2 (see module docstring); no view or no risk estimate -> w = 0."""
-    weight = target_weights({"x": expected_pct}, {"x": daily_vol}, params)["x"]
-    variance = (daily_vol or 0.0) ** 2 * WEEK_DAYS
-    r = realised_pct / 100.0
-    return Utility(weight, realised_pct, weight * r - 0.5 * params.risk_aversion * weight**2 * variance)
 
 
 def _forecast(session: Session, forecast_id: int, user: User) -> Forecast:
@@ -85,25 +58,36 @@ def record_choice(
     if a.raw_text.strip() == b.raw_text.strip():
         raise FeedbackError(f"forecasts {forecast_a} and {forecast_b} are identical views; there is nothing to prefer")
     chosen, rejected = (a, b) if choice in ("a", "both_bad") else (b, a)
-    preference = Preference(
-        user_id=user.id, profile_id=profile.id, model_version_id=a.model_version_id, kind="pair", source=source,
-        chosen_forecast_id=chosen.id, rejected_forecast_id=rejected.id, both_bad=choice == "both_bad", comment=comment,
+    preference = session.scalar(
+        select(Preference).where(
+            Preference.user_id == user.id, Preference.kind == "pair", Preference.source == source,
+            ((Preference.chosen_forecast_id == a.id) & (Preference.rejected_forecast_id == b.id))
+            | ((Preference.chosen_forecast_id == b.id) & (Preference.rejected_forecast_id == a.id)),
+        ).order_by(Preference.id)
     )
-    session.add(preference)
+    if preference is None:  # a changed answer on the same two views replaces the earlier one
+        preference = Preference(user_id=user.id, kind="pair", source=source)
+        session.add(preference)
+    preference.profile_id, preference.model_version_id = profile.id, a.model_version_id
+    preference.chosen_forecast_id, preference.rejected_forecast_id = chosen.id, rejected.id
+    preference.both_bad, preference.comment, preference.created_at = choice == "both_bad", comment, utcnow()
     session.flush()
     return preference
 
 
 def record_rating(session: Session, user: User, profile: RiskProfile, forecast_id: int, rating: int, comment: str | None = None) -> Preference:
-    """Thumbs up (+1) or down (-1) on one view."""
+    """Thumbs up (+1) or down (-1) on one view; rating the same view again replaces the earlier thumbs."""
     if rating not in (1, -1):
         raise FeedbackError(f"a rating is +1 (thumbs up) or -1 (thumbs down), got {rating!r}")
     row = _forecast(session, forecast_id, user)
-    preference = Preference(
-        user_id=user.id, profile_id=profile.id, model_version_id=row.model_version_id, kind="rating", source="human",
-        forecast_id=row.id, rating=rating, comment=comment,
+    preference = session.scalar(
+        select(Preference).where(Preference.user_id == user.id, Preference.kind == "rating", Preference.forecast_id == row.id).order_by(Preference.id)
     )
-    session.add(preference)
+    if preference is None:
+        preference = Preference(user_id=user.id, kind="rating", source="human", forecast_id=row.id)
+        session.add(preference)
+    preference.profile_id, preference.model_version_id = profile.id, row.model_version_id
+    preference.rating, preference.comment, preference.created_at = rating, comment, utcnow()
     session.flush()
     return preference
 
@@ -120,7 +104,7 @@ def label_outcomes(
     *, margin: float = DEFAULT_MARGIN,
 ) -> list[Preference]:
     """Outcome-grounded pairs for candidate groups whose target week is over (idempotent)."""
-    params = risk_params(profile)
+    utility = user_utility(profile)
     existing = set(
         session.execute(
             select(Preference.chosen_forecast_id, Preference.rejected_forecast_id).where(
@@ -132,16 +116,14 @@ def label_outcomes(
     for group in groups:
         first = group[0]
         try:
-            label = weekly_label(store, first.ticker, first.forecast_date)
+            week = outcome_week(store, first.ticker, first.forecast_date)
         except DataUnavailableError:
             continue  # the week is not over yet (or has no data): no outcome to learn from
-        closes = store.bars(first.ticker, first.as_of, start=first.forecast_date - timedelta(days=120))["adj_close"]
-        vol = trailing_daily_volatility(closes) if len(closes) else None
         scored = []
         for row in group:
             view = parse_view(row.raw_text)
             if view.is_signal:
-                scored.append((row, view_utility(view.expected_return_pct, label.return_pct, vol, params)))
+                scored.append((row, view_utility(view.expected_return_pct, week, utility)))
         for i in range(len(scored)):
             for j in range(i + 1, len(scored)):
                 (ra, ua), (rb, ub) = scored[i], scored[j]

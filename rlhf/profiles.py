@@ -11,6 +11,16 @@ risk-seeking). The score s = (sum of option indices) / 24 lies in [0, 1] and set
     shorts allowed   s >= 0.7 and experience >= "stocks"
     label            conservative (s < 0.35), moderate (s < 0.7), aggressive
 
+Loss aversion kappa (how much more a day's loss hurts than a gain of the same size; it is what makes
+outcome-grounded preferences differ between users, see :mod:`rlhf.utility`) comes from the two
+questions about losses, t = drop_reaction + loss_tolerance (0..6)::
+
+    kappa = 3 - t / 3      t: 0    1     2     3    4     5     6
+                           k: 3.0  2.67  2.33  2.0  1.67  1.33  1.0
+
+(Kahneman & Tversky's median estimate, 2.25, lies in the middle; "Buy more" and "30% or more" give 1,
+no loss aversion.)
+
 Profiles are versioned per user: answering again creates version n+1 (unless nothing changed);
 everything downstream (preferences, forecasts, training runs, backtests) records the version it used.
 """
@@ -27,6 +37,7 @@ from sqlalchemy.orm import Session
 from advisor.errors import AdvisorError, InputValidationError
 from advisor.portfolio import RiskParams, params_from_profile
 from db.models import RiskProfile, User
+from rlhf.utility import UserUtility
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,11 @@ class UnknownUserError(AdvisorError):
     """A user name the database does not know."""
 
 
+def loss_aversion_for(answers: dict[str, int]) -> float:
+    """kappa from the answers about losses (table in the module docstring)."""
+    return round(3.0 - (answers["drop_reaction"] + answers["loss_tolerance"]) / 3.0, 4)
+
+
 @dataclass(frozen=True)
 class ScoredProfile:
     answers: dict[str, int]
@@ -61,11 +77,20 @@ class ScoredProfile:
     label: str
     params: RiskParams
 
+    @property
+    def loss_aversion(self) -> float:
+        return loss_aversion_for(self.answers)
+
+    @property
+    def utility(self) -> UserUtility:
+        return UserUtility(self.params, self.loss_aversion)
+
     def describe(self) -> str:
         p = self.params
         return (
             f"{self.label}: risk aversion {p.risk_aversion:.1f}, max {p.max_weight:.0%} per name, max gross {p.max_gross:.0%}, "
-            f"target volatility {p.target_vol:.0%}, cash buffer {p.cash_buffer:.0%}, shorts {'allowed' if p.allow_shorts else 'not allowed'}"
+            f"target volatility {p.target_vol:.0%}, cash buffer {p.cash_buffer:.0%}, shorts {'allowed' if p.allow_shorts else 'not allowed'}, "
+            f"loss aversion {self.loss_aversion:.2f}"
         )
 
 
@@ -170,6 +195,11 @@ def save_profile(session: Session, user_name: str, answers: dict[str, Any], *, s
 
 def risk_params(profile: RiskProfile) -> RiskParams:
     return params_from_profile(profile)
+
+
+def user_utility(profile: RiskProfile) -> UserUtility:
+    """The stored profile's utility parameters (loss aversion from its stored answers)."""
+    return UserUtility(params_from_profile(profile), loss_aversion_for(validate_answers(profile.answers)))
 
 
 def risk_context(profile: RiskProfile) -> str:

@@ -102,6 +102,7 @@ class WeeklyLabel:
     return_pct: float
     direction: Direction
     magnitude: MagnitudeBin
+    closes: tuple[float, ...] = ()  # the start price, then each session's close through target_end (the week's path)
 
     @property
     def text(self) -> str:
@@ -223,7 +224,8 @@ def weekly_label(store: MarketStore, ticker: str, decision_date: date) -> Weekly
     end_price = float(end["adj_close"].iloc[-1])
     return_pct = (end_price / start_price - 1.0) * 100.0
     direction, magnitude = bin_for_return(return_pct)
-    return WeeklyLabel(ticker, decision_date, target_end, start_price, end_price, return_pct, direction, magnitude)
+    path = (start_price, *(float(v) for v in end[end.index > decision_date]["adj_close"]))
+    return WeeklyLabel(ticker, decision_date, target_end, start_price, end_price, return_pct, direction, magnitude, path)
 
 
 def build_daily_window(
@@ -292,7 +294,7 @@ def daily_label(store: MarketStore, ticker: str, decision_date: date) -> WeeklyL
     start_price, end_price = float(start["adj_close"].iloc[-1]), float(end["adj_close"].iloc[-1])
     return_pct = (end_price / start_price - 1.0) * 100.0
     direction, magnitude = bin_for_return(return_pct)
-    return WeeklyLabel(ticker, decision_date, target, start_price, end_price, return_pct, direction, magnitude)
+    return WeeklyLabel(ticker, decision_date, target, start_price, end_price, return_pct, direction, magnitude, (start_price, end_price))
 
 
 def build_window_for(

@@ -259,12 +259,15 @@ def generate_missing_views(
 def load_views(
     session: Session, model_version_id: int, user_id: int | None, start: date, end: date, *, include_shared: bool = False
 ) -> dict[date, dict[str, Forecast]]:
-    """Stored views of a model version by decision date and ticker: greedy first, else candidate 0.
+    """Stored greedy views of a model version by decision date and ticker: what trades and backtests follow.
 
-    With ``include_shared`` a user's own views are preferred and shared (user-less) ones fill the gaps.
+    Sampled candidates (made for feedback and tuning) are never signals: a user's unparsed candidate
+    must not hide the greedy view it was sampled beside. With ``include_shared`` a user's own views are
+    preferred and shared (user-less) ones fill the gaps.
     """
     query = select(Forecast).where(
-        Forecast.model_version_id == model_version_id, Forecast.forecast_date >= start, Forecast.forecast_date <= end
+        Forecast.model_version_id == model_version_id, Forecast.forecast_date >= start, Forecast.forecast_date <= end,
+        Forecast.decoding["mode"].as_string() == "greedy",
     )
     if user_id is None:
         query = query.where(Forecast.user_id.is_(None))
@@ -273,15 +276,10 @@ def load_views(
     else:
         query = query.where(Forecast.user_id == user_id)
 
-    def rank(row: Forecast) -> tuple[int, int, int]:
-        return (0 if row.user_id == user_id else 1, 0 if row.decoding.get("mode") == "greedy" else 1, row.candidate_index)
-
     chosen: dict[date, dict[str, Forecast]] = {}
     for row in session.scalars(query.order_by(Forecast.id)):
-        if row.decoding.get("mode") != "greedy" and row.candidate_index != 0:
-            continue
         current = chosen.setdefault(row.forecast_date, {}).get(row.ticker)
-        if current is None or rank(row) < rank(current):
+        if current is None or (row.user_id == user_id and current.user_id != user_id):
             chosen[row.forecast_date][row.ticker] = row
     return chosen
 

@@ -116,6 +116,19 @@ def test_feedback_choice_and_thumbs_are_stored_at_once(dash) -> None:
     with dash.factory() as session:
         rating = session.scalars(select(Preference).where(Preference.kind == "rating")).one()
         assert rating.forecast_id == forecast_id and rating.rating == -1
+    at.session_state[f"thumb_{forecast_id}"] = 1  # changed their mind: replaces the thumbs down
+    at.run()
+    assert_clean(at)
+    from rlhf.datasets import pair_examples, rating_examples
+    from rlhf.profiles import get_user
+
+    with dash.factory() as session:
+        rating = session.scalars(select(Preference).where(Preference.kind == "rating")).one()
+        assert rating.rating == 1
+        ann = get_user(session, "ann")
+        pairs, thumbs = pair_examples(session, ann), rating_examples(session, ann)  # what `advisor rlhf export` writes for TRL
+    assert len(pairs) == 1 and "Down by 2-3%" in pairs[0].row["chosen"][0]["content"] and pairs[0].source == "human"
+    assert [t.row["label"] for t in thumbs] == [True]
 
 
 def test_a_failed_tuning_run_is_a_readable_message(dash) -> None:
