@@ -41,9 +41,9 @@ class DemoOptions:
     heldout_weeks: int = 3
     with_base: bool = False  # the untuned base in the evaluation: it writes to the token limit, the slowest views
     retrain: bool = False
-    rlhf_train_prompts: int = 6
-    rlhf_eval_prompts: int = 2
-    rlhf_steps: int = 2
+    rlhf_train_prompts: int = 12  # x 4 candidates: ~45 pairs, enough for the two profiles' data to differ
+    rlhf_eval_prompts: int = 10  # held-out windows of the demo tickers (their greedy parent views exist already)
+    rlhf_steps: int = 8  # DPO steps of 2 pairs: the loop's floor of 16 pairs seen
 
 
 @dataclass(frozen=True)

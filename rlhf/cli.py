@@ -155,6 +155,7 @@ def run_command(
     train_prompts: int = typer.Option(24, min=1),
     eval_prompts: int = typer.Option(12, min=1),
     candidates: int = typer.Option(2, min=2, max=8),
+    eval_candidates: int | None = typer.Option(None, min=2, max=8, help="Candidates per held-out window (default: --candidates)."),
     dpo_steps: int = typer.Option(10, min=1),
     rm_steps: int = typer.Option(10, min=1),
     batch_size: int = typer.Option(2, min=1, help="Pairs per reward-model and DPO step."),
@@ -172,10 +173,40 @@ def run_command(
         train_period=(parse_date(train_start, "--train-start"), parse_date(train_end, "--train-end")),
         eval_period=(parse_date(eval_start, "--eval-start"), parse_date(eval_end, "--eval-end")),
         tickers=tuple(parse_tickers(tickers)) if tickers else None, train_prompts=train_prompts, eval_prompts=eval_prompts,
-        candidates=candidates, dpo_steps=dpo_steps, rm_steps=rm_steps, batch_size=batch_size, simulate_user=simulate_user, force_activate=force, seed=seed,
+        candidates=candidates, eval_candidates=eval_candidates, dpo_steps=dpo_steps, rm_steps=rm_steps, batch_size=batch_size, simulate_user=simulate_user, force_activate=force, seed=seed,
     )
     result = run_loop(rt.session_factory, rt.settings.resolved_model_dir, rt.settings.base_model, user, options, rt.settings.data_dir, console)
     print_loop(result, console)
+
+
+@rlhf_app.command("compare")
+def compare_command(
+    ctx: typer.Context,
+    users: str = typer.Option(..., help="Two users, comma-separated, e.g. demo-cautious,demo-bold."),
+    eval_start: str = typer.Option("2015-04-01"),
+    eval_end: str = typer.Option("2015-06-30"),
+    tickers: str | None = typer.Option(None, help="Restrict to these tickers (default: all)."),
+    windows: int = typer.Option(200, min=1, help="Held-out windows (a few names x every week, as the loop picks them)."),
+    seed: int = typer.Option(0, help="The loop's seed (picks the same held-out names)."),
+) -> None:
+    """Compare two users' latest tuned adapters with their parents on the same held-out windows."""
+    from advisor.cli.common import console, ensure_database, parse_date, parse_tickers, runtime
+    from advisor.data.store import PreloadedMarketStore
+    from rlhf.compare import compare_users
+    from rlhf.loop import heldout_grid
+
+    rt = runtime(ctx)
+    ensure_database(rt)
+    names = [u.strip() for u in users.split(",") if u.strip()]
+    period = (parse_date(eval_start, "--eval-start"), parse_date(eval_end, "--eval-end"))
+    with rt.session() as session:
+        store = PreloadedMarketStore(session)
+        chosen = list(parse_tickers(tickers)) if tickers else store.tickers()
+        grid = heldout_grid(store, chosen, period[0], period[1], windows, seed)
+    report, paths = compare_users(rt.session_factory, rt.settings.resolved_model_dir, rt.settings.base_model, names, grid, period,
+                                  rt.settings.data_dir, console)
+    console.print(report.markdown(), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"report {paths['markdown']}")
 
 
 def print_loop(result: Any, console: Any) -> None:
@@ -244,21 +275,25 @@ def register_cli(app: typer.Typer) -> None:
 
 def demo_step(context: Any) -> None:
     """Two simulated users with opposite profiles tune their own adapters; compare what they got."""
-    from rlhf.loop import LoopOptions, run_loop
-    from rlhf.profiles import ARCHETYPES, save_profile
+    from advisor.data.store import PreloadedMarketStore
+    from rlhf.compare import compare_users, pair_overlap
+    from rlhf.loop import LoopOptions, heldout_grid, run_loop
+    from rlhf.profiles import ARCHETYPES, get_user, save_profile, user_utility
 
     rt, console = context.rt, context.console
     context.heading("Personal tuning: two simulated users with opposite risk profiles")
     options = context.options
     results = {}
-    for name, archetype in (("demo-cautious", "conservative"), ("demo-bold", "aggressive")):
+    names = ("demo-cautious", "demo-bold")
+    for name, archetype in zip(names, ("conservative", "aggressive"), strict=True):
         with rt.session() as session:
             profile, _ = save_profile(session, name, ARCHETYPES[archetype], simulated=True)
-            console.print(f"{name}: {archetype} questionnaire -> profile v{profile.version} ({profile.label}, risk aversion {profile.risk_aversion:.1f})")
+            console.print(f"{name}: {archetype} questionnaire -> profile v{profile.version} ({profile.label}, risk aversion "
+                          f"{profile.risk_aversion:.1f}, loss aversion {user_utility(profile).loss_aversion:.2f})")
         loop = LoopOptions(
             train_period=context.plan.rlhf_train_period, eval_period=context.plan.heldout_period, tickers=tuple(options.tickers),
-            train_prompts=options.rlhf_train_prompts, eval_prompts=options.rlhf_eval_prompts, candidates=2,
-            dpo_steps=options.rlhf_steps, rm_steps=options.rlhf_steps, batch_size=1, simulate_user=True,
+            train_prompts=options.rlhf_train_prompts, eval_prompts=options.rlhf_eval_prompts, candidates=4, eval_candidates=2,
+            dpo_steps=options.rlhf_steps, rm_steps=2, batch_size=2, simulate_user=True,
         )
         results[name] = run_loop(rt.session_factory, rt.settings.resolved_model_dir, rt.settings.base_model, name, loop, rt.settings.data_dir, console)
         print_loop(results[name], console)
@@ -274,4 +309,16 @@ def demo_step(context: Any) -> None:
         table.add_row(name, r.report.profile, r.method, str(r.counts["train_pairs"]), fmt(u.get("tuned")), fmt(u.get("parent")),
                       fmt(pa.get("tuned"), True), fmt(pa.get("parent"), True), "yes" if r.activated else "no")
     console.print(table)
+    with rt.session() as session:
+        overlap = pair_overlap(session, get_user(session, names[0]), get_user(session, names[1]))
+    console.print(f"Their training data: {overlap.describe()}", soft_wrap=True)
+    context.heading("What tuning changed: the two users' advisors side by side")
+    with rt.session() as session:
+        store = PreloadedMarketStore(session)
+        grid = heldout_grid(store, list(options.tickers), *context.plan.heldout_period, options.rlhf_eval_prompts, 0)
+    report, paths = compare_users(rt.session_factory, rt.settings.resolved_model_dir, rt.settings.base_model, list(names), grid,
+                                  context.plan.heldout_period, rt.settings.data_dir, console)
+    console.print(report.markdown(), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"(report {paths['markdown']}; at real sizes: advisor rlhf compare --users A,B --windows 200)", soft_wrap=True)
     context.results["rlhf"] = results
+    context.results["rlhf_compare"] = report

@@ -41,14 +41,14 @@ from advisor.forecaster.sft import order_key, labelled_windows
 from advisor.forecaster.versions import ensure_model_version
 from advisor.portfolio import RiskParams
 from db.engine import session_scope
-from db.models import Forecast, ModelVersion, TrainingRun
+from db.models import Forecast, ModelVersion, RiskProfile, TrainingRun
 from db.types import utcnow
 from rlhf.datasets import pair_examples, rating_examples, time_split
 from rlhf.evaluate import ComparisonReport, compare
 from rlhf.preferences import DEFAULT_MARGIN, candidate_groups, label_outcomes, simulate_feedback
 from rlhf.profiles import get_user, require_profile, risk_params
 from rlhf.registry import activate, handle_for
-from rlhf.reward import MIN_PAIRS, RewardOptions, RewardScorer, train_reward_model
+from rlhf.reward import RewardOptions, RewardScorer, train_reward_model
 from rlhf.train_pref import MIN_DPO_PAIRS, MIN_KTO_EXAMPLES, PreferenceSpec, write_rows
 from rlhf.train_pref import run as train_preferences
 
@@ -65,6 +65,7 @@ class LoopOptions:
     train_prompts: int = 24
     eval_prompts: int = 12
     candidates: int = 2
+    eval_candidates: int | None = None  # per held-out window (default: ``candidates``); 2 gives one held-out pair per window
     temperature: float = 0.7  # diverse enough for distinct candidates, rarely off-format
     margin: float = DEFAULT_MARGIN
     simulate_user: bool = False
@@ -77,6 +78,7 @@ class LoopOptions:
     max_new_tokens: int = Decoding.max_new_tokens  # the same as forecasts and evaluations, so parent views are reused
     force_activate: bool = False
     seed: int = 0
+    min_pairs: int = MIN_DPO_PAIRS  # the floor for the reward model and DPO (lower only for tests on toy data)
 
 
 @dataclass
@@ -117,7 +119,7 @@ class LoopResult:
     training_runs: list[int] = field(default_factory=list)
 
 
-def _eval_grid(store: PreloadedMarketStore, tickers: list[str], start: date, end: date, limit: int, seed: int) -> list[ForecastWindow]:
+def heldout_grid(store: PreloadedMarketStore, tickers: list[str], start: date, end: date, limit: int, seed: int) -> list[ForecastWindow]:
     """Held-out windows as a grid (a few names x every week) so the backtest has a view each week."""
     weeks = [d for d in weekly_decision_dates(start, end)]
     ranked = sorted(tickers, key=lambda t: order_key(seed, t, start))
@@ -147,6 +149,9 @@ def run_loop(
     eval_start, eval_end = options.eval_period
     if not train_start < train_end < eval_start <= eval_end:
         raise AdvisorError("periods must be ordered: training weeks end before the held-out weeks start")
+    if options.dpo_steps * options.batch_size < options.min_pairs:
+        raise AdvisorError(f"{options.dpo_steps} DPO steps of {options.batch_size} pairs would train on {options.dpo_steps * options.batch_size} pairs, "
+                           f"fewer than the {options.min_pairs} the loop requires as evidence: raise --dpo-steps or --batch-size")
     with factory() as session:
         user = get_user(session, user_name)
         profile = require_profile(session, user)
@@ -159,20 +164,24 @@ def run_loop(
         store = PreloadedMarketStore(session)
         tickers = list(options.tickers) if options.tickers else store.tickers()
         train_windows = [w for w, _ in labelled_windows(store, tickers, train_start, train_end, WindowConfig(), options.seed, options.train_prompts)]
-        eval_windows = _eval_grid(store, tickers, eval_start, eval_end, options.eval_prompts, options.seed)
+        eval_windows = heldout_grid(store, tickers, eval_start, eval_end, options.eval_prompts, options.seed)
     if not train_windows or not eval_windows:
         raise AdvisorError(f"no usable windows in {train_start} .. {train_end} or {eval_start} .. {eval_end}")
-    _say(console, started, f"[1/5] {options.candidates} candidates for {len(train_windows)} training and {len(eval_windows)} held-out windows (parent: version {parent_id})")
-    sampling = Decoding(mode="sample", num_candidates=options.candidates, temperature=options.temperature,
-                        max_new_tokens=options.max_new_tokens, seed=options.seed, sample_batch=options.sample_batch)
-    with session_scope(factory) as session:
-        outcomes = forecast_windows(session, parent, train_windows + eval_windows, sampling, PromptConfig())
-        candidate_ids = [o.forecast.id for group in outcomes for o in group]
+    eval_k = options.eval_candidates or options.candidates
+    _say(console, started, f"[1/5] {options.candidates} candidates for {len(train_windows)} training and {eval_k} for {len(eval_windows)} "
+         f"held-out windows (parent: version {parent_id})")
+    candidate_ids: list[int] = []
+    for windows, k in ((train_windows, options.candidates), (eval_windows, eval_k)):
+        sampling = Decoding(mode="sample", num_candidates=k, temperature=options.temperature,
+                            max_new_tokens=options.max_new_tokens, seed=options.seed, sample_batch=options.sample_batch)
+        with session_scope(factory) as session:
+            outcomes = forecast_windows(session, parent, windows, sampling, PromptConfig())
+            candidate_ids += [o.forecast.id for group in outcomes for o in group]
 
     _say(console, started, "[2/5] labelling: outcome-grounded pairs" + (" and simulated A/B choices" if options.simulate_user else ""))
     with session_scope(factory) as session:
         user = get_user(session, user_name)
-        profile = require_profile(session, user)
+        profile = session.get(RiskProfile, profile_id)  # the version the run started with, even if the user answered again since
         rows = list(session.scalars(select(Forecast).where(Forecast.id.in_(candidate_ids))))
         groups = candidate_groups(rows)
         store = PreloadedMarketStore(session)
@@ -185,15 +194,15 @@ def run_loop(
         "train_pairs": len(pairs.train), "eval_pairs": len(pairs.eval), "train_ratings": len(ratings.train),
     }
     console.print(f"      {counts}")
-    if len(pairs.train) >= MIN_DPO_PAIRS:
+    if len(pairs.train) >= options.min_pairs:
         method, train_rows = "dpo", pairs.train
     elif len(ratings.train) >= MIN_KTO_EXAMPLES and len({r["label"] for r in ratings.train}) == 2:
         method, train_rows = "kto", ratings.train
     else:
         raise TooFewPreferencesError(
-            f"too little feedback for {user_name}: {len(pairs.train)} training pairs (DPO needs {MIN_DPO_PAIRS}) and "
-            f"{len(ratings.train)} rated views (KTO needs {MIN_KTO_EXAMPLES}, with both thumbs up and down); "
-            "widen the training period, add candidates, or give feedback"
+            f"too little feedback for {user_name}: {len(pairs.train)} training pairs (DPO needs {options.min_pairs}: on fewer it swings "
+            f"the advisor on too little evidence) and {len(ratings.train)} rated views (KTO needs {MIN_KTO_EXAMPLES}, with both thumbs up "
+            "and down); widen the training period, add candidates (--train-prompts, --candidates), or give feedback"
         )
 
     runs: list[int] = []
@@ -228,10 +237,10 @@ def _train_evaluate_register(
     adapters = model_dir / "adapters"
     reward = None
     reward_version_id = None
-    if len(pairs.train) >= MIN_PAIRS:
+    if len(pairs.train) >= options.min_pairs:
         _say(console, c.started, f"[3/5] reward model on {len(pairs.train)} pairs")
         reward_dir = adapters / f"reward-u{user_id}-{stamp}"
-        result = train_reward_model(base_model, model_dir, pairs.train, pairs.eval, reward_dir, RewardOptions(max_steps=options.rm_steps, batch_size=options.batch_size, seed=options.seed))
+        result = train_reward_model(base_model, model_dir, pairs.train, pairs.eval, reward_dir, RewardOptions(max_steps=options.rm_steps, batch_size=options.batch_size, seed=options.seed, min_pairs=options.min_pairs))
         reward = RewardScorer.load(base_model, model_dir, reward_dir)
         with session_scope(factory) as session:
             digest = adapter_hash(reward_dir)
@@ -249,7 +258,7 @@ def _train_evaluate_register(
     else:
         with session_scope(factory) as session:
             run = session.get(TrainingRun, reward_run_id)
-            run.status, run.error, run.finished_at = "failed", f"needs {MIN_PAIRS} pairs", utcnow()
+            run.status, run.error, run.finished_at = "failed", f"needs {options.min_pairs} pairs", utcnow()
 
     _say(console, c.started, f"[4/5] {method.upper()} from the parent adapter on {len(train_rows)} examples")
     out_dir = adapters / f"{method}-u{user_id}-{stamp}"
@@ -257,7 +266,7 @@ def _train_evaluate_register(
         method=method, base_model=base_model, model_dir=str(model_dir), parent_adapter=str(parent.adapter_path),
         rows_path=str(write_rows(train_rows, out_dir / "train.jsonl")), out_dir=str(out_dir), max_steps=options.dpo_steps,
         batch_size=options.batch_size,
-        learning_rate=options.learning_rate, beta=options.beta, seed=options.seed,
+        learning_rate=options.learning_rate, beta=options.beta, seed=options.seed, min_pairs=options.min_pairs,
     )
     spec.save(out_dir / "spec.json")
     metrics = train_preferences(spec)
@@ -274,13 +283,17 @@ def _train_evaluate_register(
         tuned_id = tuned_version.id
         tuned_views = [g[0].forecast for g in forecast_windows(session, tuned, eval_windows, greedy, PromptConfig(), Personalisation(user_id, profile_id))]
         parent_views = [g[0].forecast for g in forecast_windows(session, parent, eval_windows, greedy, PromptConfig())]
-        user = get_user(session, user_name)
-        profile = require_profile(session, user)
+        profile = session.get(RiskProfile, profile_id)
         report = ComparisonReport(user_name, f"{profile.label} v{c.profile_version}", options.eval_period, {"tuned": tuned_id, "parent": parent_id})
         compare(session, PreloadedMarketStore(session), profile, eval_windows, tuned_views, parent_views, pairs.eval, tuned, parent, reward, report)
     report.backtest = _backtests(c, tuned_id, sorted({w.ticker for w in eval_windows}))
 
-    activated = report.tuned_beats_parent or options.force_activate
+    with factory() as session:
+        changed = require_profile(session, get_user(session, user_name)).id != profile_id
+    if changed:
+        report.notes.append(f"the user's profile changed during the run: this adapter was tuned for profile v{c.profile_version} "
+                            "and is not activated (run the loop again for the new profile)")
+    activated = (report.tuned_beats_parent or options.force_activate) and not changed
     with session_scope(factory) as session:
         user = get_user(session, user_name)
         run = session.get(TrainingRun, policy_run_id)

@@ -19,7 +19,9 @@ from advisor.forecaster.loading import prepare_tokenizer
 from advisor.forecaster.modelstore import resolve_model_path
 from advisor.forecaster.training import Precision
 
-MIN_PAIRS = 4
+from rlhf.train_pref import MIN_DPO_PAIRS
+
+MIN_PAIRS = MIN_DPO_PAIRS  # the same floor as DPO: fewer pairs cannot fit a score head that ranks anything
 
 
 def load_scoring_model(base_path: Path):  # type: ignore[no-untyped-def]
@@ -46,6 +48,7 @@ class RewardOptions:
     max_length: int = 1024
     seed: int = 0
     shared_prompt: bool = True  # run each pair's prompt once (exact); False: TRL's own forward (benchmark reference)
+    min_pairs: int = MIN_PAIRS  # lower only for tests on toy data
 
 
 @dataclass
@@ -74,8 +77,8 @@ def train_reward_model(
 
     from advisor.errors import AdvisorError
 
-    if len(train_rows) < MIN_PAIRS:
-        raise AdvisorError(f"the reward model needs at least {MIN_PAIRS} training pairs, got {len(train_rows)}")
+    if len(train_rows) < options.min_pairs:
+        raise AdvisorError(f"the reward model needs at least {options.min_pairs} training pairs, got {len(train_rows)}")
     base_path = resolve_model_path(base_model, model_dir)
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     prepare_tokenizer(tokenizer)

@@ -76,9 +76,9 @@ def demo(
     sft_steps: int = typer.Option(12, min=1, help="SFT steps (bigger runs: 200+)."),
     sft_batch: int = typer.Option(2, min=1, help="SFT batch size."),
     heldout_weeks: int = typer.Option(3, min=1, help="Held-out weeks ending on --date: evaluated, backtested, used to compare tuned adapters (bigger: 26)."),
-    rlhf_train_prompts: int = typer.Option(6, min=2, help="Prompts each demo user's tuning loop samples candidates for (bigger: 200)."),
-    rlhf_eval_prompts: int = typer.Option(2, min=1, help="Held-out prompts the tuned adapters are compared on (bigger: 60)."),
-    rlhf_steps: int = typer.Option(2, min=1, help="Reward-model and DPO steps in each demo loop (bigger: 100)."),
+    rlhf_train_prompts: int = typer.Option(12, min=2, help="Prompts each demo user's tuning loop samples 4 candidates for (bigger: 100)."),
+    rlhf_eval_prompts: int = typer.Option(10, min=1, help="Held-out prompts the tuned adapters are compared on (bigger: 200)."),
+    rlhf_steps: int = typer.Option(8, min=1, help="DPO steps of 2 pairs in each demo loop (bigger: 60; at least 8, the floor of 16 pairs)."),
     with_base: bool = typer.Option(False, "--with-base", help="Evaluate the untuned base model too (slow: it writes to the token limit)."),
     retrain: bool = typer.Option(False, "--retrain", help="Train a new SFT adapter even if one exists."),
 ) -> None:

@@ -14,7 +14,9 @@ from advisor.forecaster.modelstore import fingerprint
 from advisor.forecaster.versions import base_key, ensure_model_version
 from db.engine import session_scope
 from db.models import ModelVersion, TrainingRun
+from advisor.errors import AdvisorError
 from rlhf.loop import LoopOptions, TooFewPreferencesError, run_loop
+from rlhf.train_pref import MIN_DPO_PAIRS
 from rlhf.preferences import record_choice
 from rlhf.profiles import ARCHETYPES, get_user, require_profile, save_profile
 from rlhf.registry import activate, active_version
@@ -23,6 +25,7 @@ from tests.rlhf.conftest import add_candidates
 OPTIONS = LoopOptions(
     train_period=(date(2014, 2, 3), date(2014, 3, 31)), eval_period=(date(2014, 4, 7), date(2014, 5, 30)),
     train_prompts=3, eval_prompts=3, candidates=2, dpo_steps=2, rm_steps=2, max_new_tokens=12,
+    min_pairs=4,  # toy data on the tiny model: the loop's mechanics, not the floor (tested below)
 )
 
 
@@ -82,8 +85,10 @@ def test_loop_trains_registers_and_reports(rlhf_db, tiny_model_dir: Path, tiny_s
 def test_too_few_pairs_say_how_many_are_needed(rlhf_db, tiny_model_dir: Path, tiny_sft: int, tmp_path: Path) -> None:
     with session_scope(rlhf_db) as session:
         save_profile(session, "bob", ARCHETYPES["conservative"])
-    with pytest.raises(TooFewPreferencesError, match=r"0 training pairs \(DPO needs 4\)"):
+    with pytest.raises(TooFewPreferencesError, match=r"0 training pairs \(DPO needs 4: on fewer it swings the advisor on too little evidence\)"):
         run(rlhf_db, tiny_model_dir, tmp_path, "bob")
+    with pytest.raises(AdvisorError, match="2 DPO steps of 2 pairs would train on 4 pairs, fewer than the 16 the loop requires"):
+        run(rlhf_db, tiny_model_dir, tmp_path, "bob", min_pairs=MIN_DPO_PAIRS)  # the real floor, refused before any sampling
     with rlhf_db() as session:
         assert session.scalars(select(ModelVersion).where(ModelVersion.kind == "dpo")).all() == []
 
@@ -117,3 +122,62 @@ def test_a_user_without_an_adapter_to_start_from(rlhf_db, tiny_model_dir: Path, 
         save_profile(session, "dee", ARCHETYPES["moderate"])
     with pytest.raises(AdvisorError, match="advisor train sft"):
         run(rlhf_db, tiny_model_dir, tmp_path, "dee")
+
+
+def test_a_profile_changed_mid_run_is_recorded_and_not_activated(rlhf_db, tiny_model_dir: Path, tiny_sft: int, tmp_path: Path, monkeypatch) -> None:
+    """The run labels and records the profile it started with; the adapter it made is not switched on for the new one."""
+    from rlhf import loop
+
+    with session_scope(rlhf_db) as session:
+        first, _ = save_profile(session, "eve", ARCHETYPES["aggressive"])
+        first_id = first.id
+    human_pairs(rlhf_db, "eve", [date(2014, 2, 7), date(2014, 2, 14), date(2014, 2, 21), date(2014, 2, 28), date(2014, 4, 11)])
+    real_label = loop.label_outcomes
+
+    def answer_again_then_label(session, store, user, profile, groups, **kwargs):
+        with session_scope(rlhf_db) as other:
+            save_profile(other, "eve", ARCHETYPES["conservative"])  # the user answers the questionnaire again meanwhile
+        assert profile.id == first_id
+        return real_label(session, store, user, profile, groups, **kwargs)
+
+    monkeypatch.setattr(loop, "label_outcomes", answer_again_then_label)
+    result = run(rlhf_db, tiny_model_dir, tmp_path, "eve", force_activate=True)
+    assert result.activated is False and any("profile changed during the run" in n for n in result.report.notes)
+    with rlhf_db() as session:
+        user = get_user(session, "eve")
+        assert require_profile(session, user).version == 2 and active_version(session, user) is None
+        assert {r.profile_id for r in session.scalars(select(TrainingRun).where(TrainingRun.user_id == user.id))} == {first_id}
+        assert session.get(ModelVersion, result.tuned_version_id).profile_id == first_id
+
+
+def test_compare_two_tuned_users_writes_the_effect_report(rlhf_db, tiny_model_dir: Path, tiny_sft: int, tmp_path: Path) -> None:
+    """The comparison's mechanics on the tiny model (its views do not parse; the real effect is measured at scale)."""
+    from advisor.data.store import PreloadedMarketStore
+    from rlhf.compare import CompareError, compare_users, pair_overlap
+    from rlhf.loop import heldout_grid
+
+    weeks = [date(2014, 2, 7), date(2014, 2, 14), date(2014, 2, 21), date(2014, 2, 28), date(2014, 4, 11)]
+    pairs = [add_candidates(rlhf_db, ["Up by 1-2%", "Down by 3-4%"], day=day, ticker="BBB") for day in weeks]
+    for name, archetype, choice in (("ann", "conservative", "b"), ("bob", "aggressive", "a")):
+        with session_scope(rlhf_db) as session:
+            save_profile(session, name, ARCHETYPES[archetype])
+            user = get_user(session, name)
+            for a, b in pairs:
+                record_choice(session, user, require_profile(session, user), a, b, choice if a != pairs[0][0] else "a")
+    with pytest.raises(CompareError, match="no tuned adapter yet"):
+        with rlhf_db() as session:
+            store = PreloadedMarketStore(session)
+            grid = heldout_grid(store, store.tickers(), *OPTIONS.eval_period, 3, 0)
+        compare_users(rlhf_db, tmp_path / "models", str(tiny_model_dir), ["ann", "bob"], grid, OPTIONS.eval_period, tmp_path / "data")
+    for name in ("ann", "bob"):
+        run(rlhf_db, tiny_model_dir, tmp_path, name)
+    report, paths = compare_users(rlhf_db, tmp_path / "models", str(tiny_model_dir), ["ann", "bob"], grid, OPTIONS.eval_period, tmp_path / "data")
+    assert report.windows == len(grid) == 3 and set(report.outcome) == {"ann", "bob"}
+    assert len(report.models) == 3, "two tuned adapters and their shared parent"
+    text = Path(paths["markdown"]).read_text()
+    assert "What the views say" in text and "The portfolio they give" in text and "Each user's own outcome" in text
+    with rlhf_db() as session:
+        overlap = pair_overlap(session, get_user(session, "ann"), get_user(session, "bob"))
+    assert overlap.shared >= 5 and overlap.opposite_choice >= 4 and "chosen the opposite way" in overlap.describe()
+    with pytest.raises(CompareError, match="two different users"):
+        compare_users(rlhf_db, tmp_path / "models", str(tiny_model_dir), ["ann", "ann"], grid, OPTIONS.eval_period, tmp_path / "data")

@@ -3,6 +3,7 @@ and the DPO entry point runs unchanged under ``accelerate launch --cpu --num_pro
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -15,8 +16,8 @@ import torch
 from safetensors.torch import load_file
 
 from advisor.errors import AdvisorError
-from rlhf.reward import RewardOptions, RewardScorer, train_reward_model
-from rlhf.train_pref import PreferenceSpec, run, write_rows
+from rlhf.reward import MIN_PAIRS, RewardOptions, RewardScorer, train_reward_model
+from rlhf.train_pref import MIN_DPO_PAIRS, PreferenceSpec, run, write_rows
 
 PROMPT = [{"role": "system", "content": "You are an analyst."}, {"role": "user", "content": "Predict the stock of AAA next week."}]
 
@@ -53,7 +54,7 @@ def spec_for(method: str, tiny_model_dir: Path, parent: Path, tmp_path: Path, ro
     return PreferenceSpec(
         method=method, base_model=str(tiny_model_dir), model_dir=str(tmp_path), parent_adapter=str(parent),
         rows_path=str(write_rows(rows, tmp_path / "rows.jsonl")), out_dir=str(tmp_path / method), max_steps=steps,
-        learning_rate=1e-2, max_length=256, progress=False,
+        learning_rate=1e-2, max_length=256, progress=False, min_pairs=4,  # toy data: the mechanics, not the floor
     )
 
 
@@ -76,6 +77,11 @@ def test_preference_training_changes_every_adapter_parameter(method: str, rows, 
 def test_too_few_examples_are_refused_with_the_needed_count(tiny_model_dir: Path, parent_adapter: Path, tmp_path: Path) -> None:
     with pytest.raises(AdvisorError, match="at least 4 training pairs, got 2"):
         run(spec_for("dpo", tiny_model_dir, parent_adapter, tmp_path, pair_rows(2)))
+    floor = dataclasses.replace(spec_for("dpo", tiny_model_dir, parent_adapter, tmp_path, pair_rows(8)), min_pairs=MIN_DPO_PAIRS)
+    with pytest.raises(AdvisorError, match=f"at least {MIN_DPO_PAIRS} training pairs, got 8: on fewer than {MIN_DPO_PAIRS} pairs DPO swings the advisor"):
+        run(floor)
+    with pytest.raises(AdvisorError, match="see 6 pairs, fewer than the 8"):
+        run(dataclasses.replace(floor, min_pairs=8, max_steps=3))
     with pytest.raises(AdvisorError, match="both thumbs up and thumbs down"):
         run(spec_for("kto", tiny_model_dir, parent_adapter, tmp_path, [dict(r, label=True) for r in kto_rows()]))
     assert not (tmp_path / "dpo" / "adapter_model.safetensors").exists()
@@ -83,7 +89,8 @@ def test_too_few_examples_are_refused_with_the_needed_count(tiny_model_dir: Path
 
 def test_reward_model_trains_scores_and_reranks(tiny_model_dir: Path, tmp_path: Path) -> None:
     rows = pair_rows(8)
-    result = train_reward_model(str(tiny_model_dir), tmp_path, rows[:6], rows[6:], tmp_path / "rm", RewardOptions(max_steps=6, learning_rate=5e-3), progress=False)
+    result = train_reward_model(str(tiny_model_dir), tmp_path, rows[:6], rows[6:], tmp_path / "rm",
+                                RewardOptions(max_steps=6, learning_rate=5e-3, min_pairs=4), progress=False)
     assert result.metrics["steps"] == 6 and result.metrics["eval_pairs"] == 2
     assert 0.0 <= result.metrics["eval_accuracy"] <= 1.0
     assert 0.0 <= result.metrics["train_batch_accuracy"] <= 1.0  # TRL's own per-batch accuracy, no extra pass
@@ -92,8 +99,8 @@ def test_reward_model_trains_scores_and_reranks(tiny_model_dir: Path, tmp_path: 
     assert isinstance(score, float)
     best = scorer.best_of(PROMPT, ["Prediction: Down by more than 5%", "Prediction: Up by 1-2%"])
     assert best in (0, 1)
-    with pytest.raises(AdvisorError, match="at least 4 training pairs"):
-        train_reward_model(str(tiny_model_dir), tmp_path, rows[:2], [], tmp_path / "rm2", progress=False)
+    with pytest.raises(AdvisorError, match=f"at least {MIN_PAIRS} training pairs"):
+        train_reward_model(str(tiny_model_dir), tmp_path, rows[:6], [], tmp_path / "rm2", progress=False)
 
 
 def test_dpo_runs_unchanged_under_accelerate_with_two_cpu_processes(tiny_model_dir: Path, parent_adapter: Path, tmp_path: Path) -> None:
