@@ -18,7 +18,6 @@ Reports go to ``reports/rlhf-compare-*.{json,md}``.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from datetime import date
@@ -37,10 +36,10 @@ from advisor.forecaster.loading import ModelSpec, load_model
 from advisor.forecaster.prompts import PromptConfig
 from advisor.forecaster.service import Personalisation, forecast_windows
 from advisor.forecaster.views import View, parse_view
-from advisor.portfolio import RiskParams, exposures, target_weights
+from advisor.portfolio import RiskParams, exposures, target_weights, trailing_daily_volatility
 from db.models import ModelActivation, ModelVersion, RiskProfile, TrainingRun, User
 from db.types import utcnow
-from rlhf.evaluate import mean_ci
+from rlhf.evaluate import format_ci, mean_ci, write_report
 from rlhf.profiles import ARCHETYPES, get_user, score_answers, user_utility
 from rlhf.utility import outcome_week, view_utility
 
@@ -84,18 +83,14 @@ class CompareReport:
                 "bins_differ": self.bins_differ, "notes": self.notes}
 
     def markdown(self) -> str:
-        def ci(stat: dict[str, Any] | None, pct: bool = False, digits: int = 2) -> str:
-            if not stat or stat.get("value") is None:
-                return "—"
-            fmt = (lambda v: f"{100 * v:.1f}%") if pct else (lambda v: f"{v:.{digits}f}")
-            low, high = stat.get("low"), stat.get("high")
-            return fmt(stat["value"]) + (f" [{fmt(low)}, {fmt(high)}]" if low is not None else "")
+        def ci(stat: dict[str, Any] | None, pct: bool = False) -> str:
+            return format_ci(stat, pct, digits=2)
 
         names = list(self.models)
         lines = [f"# Two users' tuned advisors compared: {', '.join(self.users)}", "",
                  f"{self.windows} held-out windows, {self.period[0]} .. {self.period[1]}; greedy views; 95% bootstrap intervals.", "",
                  "## What the views say", "", "| measure | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-        for key, label, pct in (("down_share", "share of Down calls", True), ("mean_abs_move", "mean |predicted move| (%)", False),
+        for key, label, pct in (("down_share", "share of Down calls", True), ("mean_abs_move", "mean size of predicted move (%)", False),
                                 ("mean_move", "mean predicted move (%)", False), ("concerns", "concerns named", False),
                                 ("positives", "positives named", False)):
             lines.append(f"| {label} | " + " | ".join(ci(self.models[n].get(key), pct) for n in names) + " |")
@@ -163,8 +158,6 @@ def _paired(a: list[View], b: list[View]) -> dict[str, dict[str, Any]]:
 
 def weekly_gross_exposure(store: PreloadedMarketStore, windows: list[ForecastWindow], views: list[View], params: RiskParams) -> dict[str, Any]:
     """Mean gross exposure the portfolio code takes each held-out week from these views (interval over weeks)."""
-    from advisor.portfolio import trailing_daily_volatility
-
     by_week: dict[date, tuple[dict[str, float | None], dict[str, float | None]]] = {}
     for window, view in zip(windows, views, strict=True):
         mus, vols = by_week.setdefault(window.decision_date, ({}, {}))
@@ -243,12 +236,7 @@ def compare_users(
             report.notes.append(f"backtest of {name}: {exc}")
     report.notes.append("utility per view is in fractions of equity (shown in basis points); the activation rule is unchanged: "
                         "a tuned adapter serves its user only when it beats its parent on held-out utility")
-    stem = f"rlhf-compare-{'-'.join(users)}-{utcnow().strftime('%Y%m%dT%H%M%S')}"
-    directory = data_dir / "reports"
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = {"json": str(directory / f"{stem}.json"), "markdown": str(directory / f"{stem}.md")}
-    Path(paths["json"]).write_text(json.dumps(report.to_json(), indent=2, default=str))
-    Path(paths["markdown"]).write_text(report.markdown())
+    paths = write_report(report, data_dir / "reports", f"rlhf-compare-{'-'.join(users)}-{utcnow().strftime('%Y%m%dT%H%M%S')}")
     return report, paths
 
 

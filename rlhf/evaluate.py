@@ -13,8 +13,11 @@ One report, each figure with a 95% bootstrap interval where it is an average ove
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,6 +44,32 @@ def mean_ci(values: list[float], seed: int = 0) -> dict[str, float | None]:
     rng = np.random.default_rng(seed)
     boot = data[rng.integers(0, len(data), size=(BOOTSTRAP, len(data)))].mean(axis=1)
     return {"value": float(data.mean()), "low": float(np.percentile(boot, 2.5)), "high": float(np.percentile(boot, 97.5)), "n": len(data)}
+
+
+def format_ci(stat: dict[str, Any] | None, pct: bool = False, digits: int = 5) -> str:
+    """``value [low, high]`` of a :func:`mean_ci` result, as a percentage or with ``digits`` decimals; "—" when absent."""
+    if not stat or stat.get("value") is None:
+        return "—"
+    fmt = (lambda v: f"{100 * v:.1f}%") if pct else (lambda v: f"{v:.{digits}f}")
+    low, high = stat.get("low"), stat.get("high")
+    return fmt(stat["value"]) + (f" [{fmt(low)}, {fmt(high)}]" if low is not None else "")
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON types, non-finite floats as null (reports and stored run metrics)."""
+    def clean(v: Any) -> Any:
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
+    return json.loads(json.dumps(value, default=str), parse_float=lambda s: clean(float(s)))
+
+
+def write_report(report: Any, directory: Path, stem: str) -> dict[str, str]:
+    """A report (anything with ``to_json()`` and ``markdown()``) as ``stem.json`` and ``stem.md``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = directory / f"{stem}.json", directory / f"{stem}.md"
+    json_path.write_text(json.dumps(jsonable(report.to_json()), indent=2))
+    md_path.write_text(report.markdown())
+    return {"json": str(json_path), "markdown": str(md_path)}
 
 
 def completion_logprob(handle: ModelHandle, prompt: list[dict[str, str]] | str, completion: str) -> float:
@@ -95,11 +124,7 @@ class ComparisonReport:
 
     def markdown(self) -> str:
         def ci(stat: dict[str, Any] | None, pct: bool = False, digits: int = 5) -> str:
-            if not stat or stat.get("value") is None:
-                return "—"
-            fmt = (lambda v: f"{100 * v:.1f}%") if pct else (lambda v: f"{v:.{digits}f}")
-            low, high = stat.get("low"), stat.get("high")
-            return fmt(stat["value"]) + (f" [{fmt(low)}, {fmt(high)}]" if low is not None else "")
+            return format_ci(stat, pct, digits)
 
         lines = [
             f"# Tuned vs parent for {self.user} ({self.profile})", "",

@@ -17,8 +17,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import date
@@ -44,7 +42,7 @@ from db.engine import session_scope
 from db.models import Forecast, ModelVersion, RiskProfile, TrainingRun
 from db.types import utcnow
 from rlhf.datasets import pair_examples, rating_examples, time_split
-from rlhf.evaluate import ComparisonReport, compare
+from rlhf.evaluate import ComparisonReport, compare, jsonable, write_report
 from rlhf.preferences import DEFAULT_MARGIN, candidate_groups, label_outcomes, simulate_feedback
 from rlhf.profiles import get_user, require_profile, risk_params
 from rlhf.registry import activate, handle_for
@@ -210,7 +208,7 @@ def run_loop(
         reward_run = TrainingRun(kind="reward", user_id=user_id, profile_id=profile_id, parent_model_version_id=parent_id,
                                  config={"steps": options.rm_steps}, data_snapshot=pairs.snapshot())
         policy_run = TrainingRun(kind=method, user_id=user_id, profile_id=profile_id, parent_model_version_id=parent_id,
-                                 config=_jsonable(asdict(options)), data_snapshot=(pairs if method == "dpo" else ratings).snapshot())
+                                 config=jsonable(asdict(options)), data_snapshot=(pairs if method == "dpo" else ratings).snapshot())
         session.add_all([reward_run, policy_run])
         session.flush()
         reward_run_id, policy_run_id = reward_run.id, policy_run.id
@@ -298,7 +296,7 @@ def _train_evaluate_register(
         user = get_user(session, user_name)
         run = session.get(TrainingRun, policy_run_id)
         run.status, run.finished_at, run.output_model_version_id = "succeeded", utcnow(), tuned_id
-        run.metrics = {**metrics, "evaluation": _jsonable(report.to_json())}
+        run.metrics = {**metrics, "evaluation": jsonable(report.to_json())}
         version = session.get(ModelVersion, tuned_id)
         version.metrics = {**metrics, "heldout_utility": report.utility.get("tuned", {}).get("value"),
                            "parent_heldout_utility": report.utility.get("parent", {}).get("value")}
@@ -307,7 +305,7 @@ def _train_evaluate_register(
             activate(session, user, tuned_id, reason)
         else:
             report.notes.append("not activated: the tuned adapter did not beat its parent on held-out utility (use --force to activate anyway)")
-    paths = _write(report, c.data_dir / "reports", f"rlhf-{user_name}-{stamp}")
+    paths = write_report(report, c.data_dir / "reports", f"rlhf-{user_name}-{stamp}")
     _say(console, c.started, f"done: report {paths['markdown']}")
     return LoopResult(user_name, c.profile_version, parent_id, tuned_id, reward_version_id, method, activated, report, c.counts, paths,
                       [reward_run_id, policy_run_id])
@@ -334,20 +332,3 @@ def _backtests(c: LoopContext, tuned_id: int, tickers: list[str]) -> dict[str, d
 def _say(console: Console, started: float, text: str) -> None:
     """A progress line with the time since the loop started (the loop runs for minutes on a CPU)."""
     console.print(f"[dim]{time.monotonic() - started:6.0f}s[/dim] {text}", soft_wrap=True)
-
-
-def _write(report: ComparisonReport, directory: Path, stem: str) -> dict[str, str]:
-    directory.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = directory / f"{stem}.json", directory / f"{stem}.md"
-    json_path.write_text(json.dumps(_jsonable(report.to_json()), indent=2))
-    md_path.write_text(report.markdown())
-    return {"json": str(json_path), "markdown": str(md_path)}
-
-
-def _jsonable(value: Any) -> Any:
-    def clean(v: Any) -> Any:
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        return v
-
-    return json.loads(json.dumps(value, default=str), parse_float=lambda s: clean(float(s)))
