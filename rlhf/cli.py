@@ -159,6 +159,8 @@ def run_command(
     dpo_steps: int = typer.Option(10, min=1),
     rm_steps: int = typer.Option(10, min=1),
     batch_size: int = typer.Option(2, min=1, help="Pairs per reward-model and DPO step."),
+    learning_rate: float = typer.Option(1e-4, min=1e-7, max=1e-2, help="DPO/KTO learning rate."),
+    beta: float = typer.Option(0.1, min=0.01, max=2.0, help="DPO/KTO beta: higher keeps the adapter closer to its parent."),
     simulate_user: bool = typer.Option(False, "--simulate-user", help="Add a simulated user's A/B choices (labelled as simulated)."),
     force: bool = typer.Option(False, "--force", help="Activate the tuned adapter even if it does not beat its parent."),
     seed: int = typer.Option(0),
@@ -173,7 +175,8 @@ def run_command(
         train_period=(parse_date(train_start, "--train-start"), parse_date(train_end, "--train-end")),
         eval_period=(parse_date(eval_start, "--eval-start"), parse_date(eval_end, "--eval-end")),
         tickers=tuple(parse_tickers(tickers)) if tickers else None, train_prompts=train_prompts, eval_prompts=eval_prompts,
-        candidates=candidates, eval_candidates=eval_candidates, dpo_steps=dpo_steps, rm_steps=rm_steps, batch_size=batch_size, simulate_user=simulate_user, force_activate=force, seed=seed,
+        candidates=candidates, eval_candidates=eval_candidates, dpo_steps=dpo_steps, rm_steps=rm_steps, batch_size=batch_size,
+        learning_rate=learning_rate, beta=beta, simulate_user=simulate_user, force_activate=force, seed=seed,
     )
     result = run_loop(rt.session_factory, rt.settings.resolved_model_dir, rt.settings.base_model, user, options, rt.settings.data_dir, console)
     print_loop(result, console)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
+from advisor.data.labels import Direction, label_text
 from advisor.data.store import MarketStore
 from advisor.data.windows import ForecastWindow
 from advisor.errors import DataUnavailableError
@@ -35,6 +36,7 @@ from rlhf.reward import RewardScorer
 from rlhf.utility import outcome_week, view_utility
 
 BOOTSTRAP = 1000
+ONE_ANSWER_SHARE = 0.95  # one prediction on this share of the views: an advisor that ignores its window
 
 
 def mean_ci(values: list[float], seed: int = 0) -> dict[str, float | None]:
@@ -89,12 +91,57 @@ def completion_logprob(handle: ModelHandle, prompt: list[dict[str, str]] | str, 
     return float(logprobs[start:].gather(1, targets[start:, None]).sum())
 
 
+def pair_logprob_margins(handle: ModelHandle, rows: list[dict[str, Any]]) -> list[float]:
+    """log p(chosen) - log p(rejected) under the handle's adapter, for each preference row.
+
+    Both views of a pair share their prompt (and often their first lines), and tokens they share add
+    the same log-probability to both sides, so only the tokens after the common prefix are scored: the
+    prefix runs once per pair (:func:`rlhf.shared_prompt.paired_hidden_states`) and the margin equals
+    the difference of two full :func:`completion_logprob` calls up to float rounding (tested). About half
+    the compute of scoring both views in full, which is most of the loop's evaluation time on a CPU.
+    """
+    import torch
+
+    from rlhf.shared_prompt import paired_hidden_states
+
+    tokenizer = handle.tokenizer
+    margins: list[float] = []
+    with handle.activate() as model, torch.inference_mode():
+        lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+        backbone = getattr(lm, lm.base_model_prefix)
+        device = handle.base.device
+        for row in rows:
+            prompt = row["prompt"]
+            prompt_text = prompt if isinstance(prompt, str) else tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+            seqs = [tokenizer(prompt_text + row[side][0]["content"] + "<|im_end|>", add_special_tokens=False)["input_ids"] for side in ("chosen", "rejected")]
+            common = 0
+            for a, b in zip(*seqs):
+                if a != b:
+                    break
+                common += 1
+            if common == len(seqs[0]) == len(seqs[1]):
+                margins.append(0.0)  # the same text
+                continue
+            split = max(1, common - 1)  # position split predicts the first token that differs
+            length = max(map(len, seqs))
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+            ids = torch.tensor([s + [pad] * (length - len(s)) for s in seqs], device=device)
+            mask = torch.tensor([[1] * len(s) + [0] * (length - len(s)) for s in seqs], device=device)
+            hidden = paired_hidden_states(backbone, ids, mask, split)  # positions [split, length)
+            logits = lm.get_output_embeddings()(hidden[:, :-1]).float()
+            logprobs = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, split + 1 :, None]).squeeze(-1)
+            sums = (logprobs * mask[:, split + 1 :]).sum(dim=1)
+            margins.append(float(sums[0] - sums[1]))
+    return margins
+
+
+def preference_wins(handle: ModelHandle, rows: list[dict[str, Any]]) -> list[float]:
+    """1 where the model gives the chosen view the higher likelihood, else 0, per pair."""
+    return [1.0 if m > 0 else 0.0 for m in pair_logprob_margins(handle, rows)]
+
+
 def preference_accuracy(handle: ModelHandle, rows: list[dict[str, Any]]) -> dict[str, float | None]:
-    wins = [
-        1.0 if completion_logprob(handle, r["prompt"], r["chosen"][0]["content"]) > completion_logprob(handle, r["prompt"], r["rejected"][0]["content"]) else 0.0
-        for r in rows
-    ]
-    return mean_ci(wins)
+    return mean_ci(preference_wins(handle, rows))
 
 
 @dataclass
@@ -110,16 +157,42 @@ class ComparisonReport:
     backtest: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
+    prediction_spread: dict[str, dict[str, Any]] = field(default_factory=dict)
+
     @property
     def tuned_beats_parent(self) -> bool:
         diff = self.utility.get("difference", {}).get("value")
         return diff is not None and diff > 0
 
+    def activation_blockers(self) -> list[str]:
+        """Why the tuned adapter must not serve its user; empty when it may.
+
+        Beating the parent on held-out utility is necessary, not enough: a real loop at user sizes
+        (README, "Personal tuning: the measured effect") produced an adapter that says "Down by 1-2%"
+        on every window, which beat its parent on utility only because staying out of a falling half-year
+        costs nothing, while it ranked the user's own held-out pairs worse than the parent. So an
+        adapter is also refused when it ranks those pairs significantly worse (the paired interval lies
+        below 0) or gives one answer almost everywhere (one prediction on >= 95% of its views where the
+        parent was not).
+        """
+        blockers = []
+        if not self.tuned_beats_parent:
+            blockers.append("it did not beat its parent on held-out utility")
+        diff = self.preference_accuracy.get("difference") or {}
+        if diff.get("high") is not None and diff["high"] < 0:
+            blockers.append(f"it ranks the user's held-out pairs worse than its parent ({format_ci(diff, True)} paired difference)")
+        tuned, parent = self.prediction_spread.get("tuned") or {}, self.prediction_spread.get("parent") or {}
+        if tuned.get("top_share", 0) >= ONE_ANSWER_SHARE and parent.get("top_share", 1) < ONE_ANSWER_SHARE:
+            blockers.append(f"it gives one answer almost everywhere ('{tuned['top']}' on {100 * tuned['top_share']:.0f}% of its views, "
+                            f"the parent's most common on {100 * parent['top_share']:.0f}%)")
+        return blockers
+
     def to_json(self) -> dict[str, Any]:
         return {
             "user": self.user, "profile": self.profile, "period": [str(self.period[0]), str(self.period[1])], "models": self.models,
             "preference_accuracy": self.preference_accuracy, "reward_win_rate": self.reward_win_rate, "utility": self.utility,
-            "forecast_metrics": self.forecast_metrics, "backtest": self.backtest, "notes": self.notes,
+            "forecast_metrics": self.forecast_metrics, "prediction_spread": self.prediction_spread, "backtest": self.backtest,
+            "notes": self.notes,
         }
 
     def markdown(self) -> str:
@@ -134,6 +207,11 @@ class ComparisonReport:
             f"| preference accuracy (held-out pairs) | {ci(self.preference_accuracy.get('tuned'), True)} | {ci(self.preference_accuracy.get('parent'), True)} |",
             f"| mean realised utility per view | {ci(self.utility.get('tuned'))} | {ci(self.utility.get('parent'))} |",
         ]
+        spread = {k: self.prediction_spread.get(k) or {} for k in ("tuned", "parent")}
+        if spread["tuned"]:
+            lines.append("| most common prediction (share of parsed views) | "
+                         + " | ".join(f"{s.get('top')} ({100 * s.get('top_share', 0):.0f}%)" if s else "—" for s in spread.values()) + " |")
+            lines.append("| share of Down calls | " + " | ".join(f"{100 * s.get('down_share', 0):.1f}%" if s else "—" for s in spread.values()) + " |")
         for key in ("binary_accuracy", "mcc", "parse_rate"):
             t = self.forecast_metrics.get("tuned", {}).get(key)
             p = self.forecast_metrics.get("parent", {}).get(key)
@@ -144,6 +222,7 @@ class ComparisonReport:
             lines.append(f"| backtest {key} | {'—' if t is None else f'{t:.4f}'} | {'—' if p is None else f'{p:.4f}'} |")
         lines += [
             "", f"Utility difference tuned - parent (paired): {ci(self.utility.get('difference'))}",
+            f"Preference accuracy difference tuned - parent (paired): {ci(self.preference_accuracy.get('difference'), True)}",
             f"Reward-model win rate of tuned over parent: {ci(self.reward_win_rate, True)}", "",
         ]
         lines += [f"- {n}" for n in self.notes]
@@ -166,13 +245,28 @@ def realised_utilities(
     return utilities, scored
 
 
+def prediction_spread(views: list[Forecast]) -> dict[str, Any]:
+    """The most common prediction line and its share of the parsed views, and the share of Down calls."""
+    from collections import Counter
+
+    parsed = [v for v in (parse_view(row.raw_text) for row in views) if v.is_signal]
+    if not parsed:
+        return {"parsed": 0}
+    counts = Counter(label_text(v.direction, v.magnitude) for v in parsed)  # type: ignore[arg-type]
+    top, n = counts.most_common(1)[0]
+    return {"parsed": len(parsed), "top": top, "top_share": n / len(parsed), "distinct": len(counts),
+            "down_share": sum(v.direction is Direction.DOWN for v in parsed) / len(parsed)}
+
+
 def compare(
     session: Session, store: MarketStore, profile: RiskProfile, windows: list[ForecastWindow],
     tuned_views: list[Forecast], parent_views: list[Forecast], eval_pairs: list[dict[str, Any]],
     tuned: ModelHandle, parent: ModelHandle, reward: RewardScorer | None, report: ComparisonReport,
 ) -> ComparisonReport:
     if eval_pairs:
-        report.preference_accuracy = {"tuned": preference_accuracy(tuned, eval_pairs), "parent": preference_accuracy(parent, eval_pairs)}
+        tuned_wins, parent_wins = preference_wins(tuned, eval_pairs), preference_wins(parent, eval_pairs)
+        report.preference_accuracy = {"tuned": mean_ci(tuned_wins), "parent": mean_ci(parent_wins),
+                                      "difference": mean_ci([t - p for t, p in zip(tuned_wins, parent_wins, strict=True)])}
     else:
         report.notes.append("no held-out preference pairs: preference accuracy not measured")
     tuned_u, tuned_scored = realised_utilities(store, profile, windows, tuned_views)
@@ -182,11 +276,9 @@ def compare(
         "difference": mean_ci([a - b for a, b in zip(tuned_u, parent_u, strict=True)]),
     }
     report.forecast_metrics = {"tuned": summarize(tuned_scored), "parent": summarize(parent_scored)}
+    report.prediction_spread = {"tuned": prediction_spread(tuned_views), "parent": prediction_spread(parent_views)}
     if reward is not None:
-        wins = []
-        for t_row, p_row in zip(tuned_views, parent_views, strict=True):
-            prompt = t_row.prompt_messages or t_row.prompt_text
-            ts, ps = reward.score(prompt, t_row.raw_text), reward.score(prompt, p_row.raw_text)
-            wins.append(1.0 if ts > ps else 0.5 if ts == ps else 0.0)
-        report.reward_win_rate = mean_ci(wins)
+        rows = [{"prompt": t_row.prompt_messages or t_row.prompt_text, "chosen": [{"role": "assistant", "content": t_row.raw_text}],
+                 "rejected": [{"role": "assistant", "content": p_row.raw_text}]} for t_row, p_row in zip(tuned_views, parent_views, strict=True)]
+        report.reward_win_rate = mean_ci([1.0 if ts > ps else 0.5 if ts == ps else 0.0 for ts, ps in reward.score_pairs(rows)])
     return report

@@ -11,8 +11,10 @@
    (KTO when there are thumbs but too few pairs). Each run is recorded; adapters are registered as
    model versions with their parent, user and profile version.
 5. **Evaluation** on the held-out weeks (:mod:`rlhf.evaluate`), written as JSON and Markdown.
-6. **Activation** only when the tuned adapter's mean realised utility beats the parent's (or when
-   forced). Any failure leaves the user's active version unchanged.
+6. **Activation** only when the tuned adapter's mean realised utility beats the parent's, it ranks the
+   user's held-out pairs no worse than the parent (paired interval) and it does not give one answer
+   everywhere (:meth:`rlhf.evaluate.ComparisonReport.activation_blockers`), or when forced. Any failure
+   leaves the user's active version unchanged.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from advisor.portfolio import RiskParams
 from db.engine import session_scope
 from db.models import Forecast, ModelVersion, RiskProfile, TrainingRun
 from db.types import utcnow
-from rlhf.datasets import pair_examples, rating_examples, time_split
+from rlhf.datasets import Example, Split, pair_examples, rating_examples, time_split
 from rlhf.evaluate import ComparisonReport, compare, jsonable, write_report
 from rlhf.preferences import DEFAULT_MARGIN, candidate_groups, label_outcomes, simulate_feedback
 from rlhf.profiles import get_user, require_profile, risk_params
@@ -49,6 +51,29 @@ from rlhf.registry import activate, handle_for
 from rlhf.reward import RewardOptions, RewardScorer, train_reward_model
 from rlhf.train_pref import MIN_DPO_PAIRS, MIN_KTO_EXAMPLES, PreferenceSpec, write_rows
 from rlhf.train_pref import run as train_preferences
+
+
+VALIDATION_FRACTION = 0.2  # the last training weeks whose pairs pick the DPO step to keep
+MAX_VALIDATION_PAIRS = 40  # enough to rank a handful of steps; each evaluation is a forward pass per pair
+MIN_VALIDATION_PAIRS = 6  # fewer cannot tell steps apart: keep the last step
+SELECTION_POINTS = 6  # validation evaluations per DPO run (and step 0)
+
+
+def validation_split(examples: list[Example], options: LoopOptions) -> Split:
+    """Training-period pairs split by time: earlier weeks to fit on, a sample of the last weeks to pick the DPO step.
+
+    A week is never on both sides (its pairs share prompts). Held-out weeks are not used, so the
+    reported comparison stays out of sample.
+    """
+    import random
+    from dataclasses import replace
+
+    split = time_split(examples, eval_fraction=VALIDATION_FRACTION)
+    if len(split.eval) < MIN_VALIDATION_PAIRS:  # too few to choose a step with: fit on everything, keep the last step
+        return Split([e.row for e in examples], [], None)
+    if len(split.eval) > MAX_VALIDATION_PAIRS:
+        split = replace(split, eval=random.Random(options.seed).sample(split.eval, MAX_VALIDATION_PAIRS))
+    return split
 
 
 class TooFewPreferencesError(AdvisorError):
@@ -71,7 +96,7 @@ class LoopOptions:
     dpo_steps: int = 10
     batch_size: int = 2  # pairs per reward-model and DPO step (KTO uses at least 2 rated views)
     sample_batch: int = 12  # prompts sampled per generate call (x candidates sequences): fewer calls, less idle tail
-    learning_rate: float = 2e-4
+    learning_rate: float = 1e-4  # with 2e-4, 60 steps collapsed a real user's adapter to one answer (README)
     beta: float = 0.1
     max_new_tokens: int = Decoding.max_new_tokens  # the same as forecasts and evaluations, so parent views are reused
     force_activate: bool = False
@@ -185,20 +210,25 @@ def run_loop(
         store = PreloadedMarketStore(session)
         outcome_pairs = label_outcomes(session, store, user, profile, groups, margin=options.margin)
         simulated = simulate_feedback(session, user, profile, groups, seed=options.seed) if options.simulate_user else []
-        pairs = time_split([e for e in pair_examples(session, user) if e.forecast_date <= eval_end], split_date=eval_start)
+        examples = [e for e in pair_examples(session, user) if e.forecast_date <= eval_end]
+        pairs = time_split(examples, split_date=eval_start)
+        fit = validation_split([e for e in examples if e.forecast_date < eval_start], options)
         ratings = time_split([e for e in rating_examples(session, user) if e.forecast_date <= eval_end], split_date=eval_start)
     counts = {
         "outcome_pairs_new": len(outcome_pairs), "simulated_pairs_new": len(simulated),
         "train_pairs": len(pairs.train), "eval_pairs": len(pairs.eval), "train_ratings": len(ratings.train),
+        "dpo_fit_pairs": len(fit.train), "dpo_validation_pairs": len(fit.eval),
     }
     console.print(f"      {counts}")
-    if len(pairs.train) >= options.min_pairs:
-        method, train_rows = "dpo", pairs.train
+    if len(fit.train) >= options.min_pairs:
+        method, train_rows = "dpo", fit.train
     elif len(ratings.train) >= MIN_KTO_EXAMPLES and len({r["label"] for r in ratings.train}) == 2:
         method, train_rows = "kto", ratings.train
     else:
         raise TooFewPreferencesError(
-            f"too little feedback for {user_name}: {len(pairs.train)} training pairs (DPO needs {options.min_pairs}: on fewer it swings "
+            f"too little feedback for {user_name}: {len(fit.train)} training pairs"
+            + (f" besides {len(fit.eval)} pairs of the last training weeks kept for validation" if fit.eval else "")
+            + f" (DPO needs {options.min_pairs}: on fewer it swings "
             f"the advisor on too little evidence) and {len(ratings.train)} rated views (KTO needs {MIN_KTO_EXAMPLES}, with both thumbs up "
             "and down); widen the training period, add candidates (--train-prompts, --candidates), or give feedback"
         )
@@ -216,7 +246,7 @@ def run_loop(
     context = LoopContext(factory, model_dir, base_model, user_name, options, data_dir, console, user_id, profile_id,
                           profile_version, params, parent, parent_id, parent_key, eval_windows, counts, started)
     try:
-        return _train_evaluate_register(context, method, train_rows, pairs, reward_run_id, policy_run_id)
+        return _train_evaluate_register(context, method, train_rows, fit.eval, pairs, reward_run_id, policy_run_id)
     except BaseException as exc:
         with session_scope(factory) as session:
             for run_id in runs:
@@ -227,7 +257,8 @@ def run_loop(
 
 
 def _train_evaluate_register(
-    c: LoopContext, method: str, train_rows: list[dict[str, Any]], pairs: Any, reward_run_id: int, policy_run_id: int
+    c: LoopContext, method: str, train_rows: list[dict[str, Any]], validation_rows: list[dict[str, Any]], pairs: Any,
+    reward_run_id: int, policy_run_id: int,
 ) -> LoopResult:
     factory, model_dir, base_model, user_name, options, console = c.factory, c.model_dir, c.base_model, c.user_name, c.options, c.console
     parent, parent_id, user_id, profile_id = c.parent, c.parent_id, c.user_id, c.profile_id
@@ -258,16 +289,25 @@ def _train_evaluate_register(
             run = session.get(TrainingRun, reward_run_id)
             run.status, run.error, run.finished_at = "failed", f"needs {options.min_pairs} pairs", utcnow()
 
-    _say(console, c.started, f"[4/5] {method.upper()} from the parent adapter on {len(train_rows)} examples")
+    select = method == "dpo" and bool(validation_rows)
+    _say(console, c.started, f"[4/5] {method.upper()} from the parent adapter on {len(train_rows)} examples"
+         + (f", keeping the step that does best on {len(validation_rows)} pairs of the last training weeks" if select else ""))
     out_dir = adapters / f"{method}-u{user_id}-{stamp}"
     spec = PreferenceSpec(
         method=method, base_model=base_model, model_dir=str(model_dir), parent_adapter=str(parent.adapter_path),
         rows_path=str(write_rows(train_rows, out_dir / "train.jsonl")), out_dir=str(out_dir), max_steps=options.dpo_steps,
         batch_size=options.batch_size,
         learning_rate=options.learning_rate, beta=options.beta, seed=options.seed, min_pairs=options.min_pairs,
+        validation_rows_path=str(write_rows(validation_rows, out_dir / "validation.jsonl")) if select else None,
+        eval_steps=max(2, -(-options.dpo_steps // SELECTION_POINTS)) if select else 0,
     )
     spec.save(out_dir / "spec.json")
     metrics = train_preferences(spec)
+    if "selected_step" in metrics:
+        console.print(f"      kept step {metrics['selected_step']} of {metrics['steps']} (validation DPO loss "
+                      + ", ".join(f"{h['step']}: {h['loss']:.3f}" for h in metrics["validation_curve"]) + ")")
+        if metrics["selected_step"] == 0:
+            c.counts["dpo_no_step_kept"] = 1
     write_adapter_meta(out_dir, base_model=base_model, base_fingerprint=parent.base.fingerprint,
                        extra={"kind": method, "name": f"{method}-{user_name}-{stamp}", "parent_key": c.parent_key})
     tuned = load_model(ModelSpec(base=base_model, adapter=out_dir), model_dir)
@@ -291,7 +331,8 @@ def _train_evaluate_register(
     if changed:
         report.notes.append(f"the user's profile changed during the run: this adapter was tuned for profile v{c.profile_version} "
                             "and is not activated (run the loop again for the new profile)")
-    activated = (report.tuned_beats_parent or options.force_activate) and not changed
+    blockers = report.activation_blockers()
+    activated = (not blockers or options.force_activate) and not changed
     with session_scope(factory) as session:
         user = get_user(session, user_name)
         run = session.get(TrainingRun, policy_run_id)
@@ -301,10 +342,10 @@ def _train_evaluate_register(
         version.metrics = {**metrics, "heldout_utility": report.utility.get("tuned", {}).get("value"),
                            "parent_heldout_utility": report.utility.get("parent", {}).get("value")}
         if activated:
-            reason = "beats parent on held-out utility" if report.tuned_beats_parent else "forced"
+            reason = "beats parent on held-out utility, ranks the user's pairs no worse, varies its answer" if not blockers else "forced"
             activate(session, user, tuned_id, reason)
-        else:
-            report.notes.append("not activated: the tuned adapter did not beat its parent on held-out utility (use --force to activate anyway)")
+        elif not changed:
+            report.notes.append("not activated: " + "; ".join(blockers) + " (use --force to activate anyway)")
     paths = write_report(report, c.data_dir / "reports", f"rlhf-{user_name}-{stamp}")
     _say(console, c.started, f"done: report {paths['markdown']}")
     return LoopResult(user_name, c.profile_version, parent_id, tuned_id, reward_version_id, method, activated, report, c.counts, paths,

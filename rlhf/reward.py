@@ -157,12 +157,25 @@ class RewardScorer:
     def score(self, prompt: list[dict[str, str]] | str, completion: str) -> float:
         return self.score_texts([_texts(self.tokenizer, {"prompt": prompt, "c": [{"role": "assistant", "content": completion}]}, "c")])[0]
 
+    def score_pairs(self, rows: list[dict[str, Any]]) -> list[tuple[float, float]]:
+        """(score of ``chosen``, score of ``rejected``) per row, each pair's shared prompt run once."""
+        import torch
+
+        from rlhf.shared_prompt import pair_rewards
+
+        out: list[tuple[float, float]] = []
+        for row in rows:
+            batch = self.tokenizer([_texts(self.tokenizer, row, "chosen"), _texts(self.tokenizer, row, "rejected")], return_tensors="pt",
+                                   padding=True, add_special_tokens=False, truncation=True, max_length=1536)
+            with torch.inference_mode():
+                scores = pair_rewards(self.model, batch["input_ids"], batch["attention_mask"], self.tokenizer.pad_token_id)
+            out.append((float(scores[0]), float(scores[1])))
+        return out
+
     def pair_accuracy(self, rows: list[dict[str, Any]]) -> float | None:
         if not rows:
             return None
-        chosen = self.score_texts([_texts(self.tokenizer, r, "chosen") for r in rows])
-        rejected = self.score_texts([_texts(self.tokenizer, r, "rejected") for r in rows])
-        return sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(rows)
+        return sum(c > r for c, r in self.score_pairs(rows)) / len(rows)
 
     def best_of(self, prompt: list[dict[str, str]] | str, candidates: list[str]) -> int:
         """Index of the highest-scoring candidate (best-of-n reranking)."""

@@ -58,6 +58,8 @@ class PreferenceSpec:
     progress: bool = True
     shared_prompt: bool = True  # run each pair's prompt once (exact); False: TRL's own forward (benchmark reference)
     min_pairs: int = MIN_DPO_PAIRS  # lower only for tests on toy data
+    validation_rows_path: str | None = None  # DPO: pairs from later training weeks that pick the step to keep
+    eval_steps: int = 0  # evaluate the validation pairs every this many steps (0: keep the last step)
 
     def save(self, path: Path) -> Path:
         path.write_text(json.dumps(asdict(self), indent=2))
@@ -84,6 +86,51 @@ def write_rows(rows: list[dict[str, Any]], path: Path) -> Path:
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+class BestStepSelector:
+    """Keeps the adapter weights of the step with the lowest DPO loss on the validation pairs.
+
+    Why: at the loop's learning rate DPO does not stop at the user's preference. A real run on a
+    conservative user's pairs (70% prefer a Down view) went on until the adapter said "Down by 1-2%"
+    for every window and ranked held-out pairs worse than its parent (README, "Personal tuning: the
+    measured effect"). Pairs from the last training weeks, which the run does not train on, show when
+    more steps stop helping; step 0 (the parent) is a candidate too, so a run that never improves them
+    changes nothing. A transformers ``TrainerCallback`` (duck-typed: only ``on_evaluate`` matters).
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.history: list[dict[str, float]] = []
+        self.best_loss = float("inf")
+        self.best_step = 0
+        self.best_state: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("on_"):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None, **kwargs: Any) -> None:
+        if not metrics or "eval_loss" not in metrics:
+            return
+        loss = float(metrics["eval_loss"])
+        self.history.append({"step": int(state.global_step), "loss": round(loss, 4),
+                             "accuracy": round(float(metrics.get("eval_rewards/accuracies", float("nan"))), 4)})
+        if loss < self.best_loss:
+            self.best_loss, self.best_step = loss, int(state.global_step)
+            self.best_state = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def restore_best(self) -> dict[str, Any]:
+        """Load the best step's weights back; what was chosen and the validation curve."""
+        import torch
+
+        if self.best_state:
+            with torch.no_grad():
+                for name, param in self.model.named_parameters():
+                    if name in self.best_state:
+                        param.copy_(self.best_state[name])
+        return {"selected_step": self.best_step, "selected_validation_loss": round(self.best_loss, 4), "validation_curve": self.history}
 
 
 def run(spec: PreferenceSpec) -> dict[str, Any]:
@@ -133,14 +180,23 @@ def run(spec: PreferenceSpec) -> dict[str, Any]:
         beta=spec.beta, max_length=spec.max_length, gradient_checkpointing=False, save_strategy="no", report_to="none",
         logging_steps=1, seed=spec.seed, disable_tqdm=not spec.progress, precompute_ref_log_probs=single_process,
     )
+    validation = read_rows(Path(spec.validation_rows_path)) if spec.method == "dpo" and spec.validation_rows_path and spec.eval_steps else []
+    if validation:
+        common |= dict(eval_strategy="steps", eval_steps=spec.eval_steps, per_device_eval_batch_size=batch_size)
     started = time.perf_counter()
+    selector = None
     if spec.method == "dpo":
         from trl import DPOConfig, DPOTrainer
 
         from rlhf.shared_prompt import SharedPromptDPOTrainer
 
         trainer_class = SharedPromptDPOTrainer if spec.shared_prompt else DPOTrainer
-        trainer = trainer_class(model=policy, args=DPOConfig(**common), train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+        trainer = trainer_class(model=policy, args=DPOConfig(**common), train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                                eval_dataset=Dataset.from_list(validation) if validation else None)
+        if validation:
+            selector = BestStepSelector(policy)
+            trainer.add_callback(selector)
+            trainer.evaluate()  # step 0: the parent itself, the step to keep when no later one does better
     else:
         from trl import KTOConfig, KTOTrainer
 
@@ -149,6 +205,7 @@ def run(spec: PreferenceSpec) -> dict[str, Any]:
     started = time.perf_counter()
     output = trainer.train()
     elapsed = time.perf_counter() - started
+    selection = selector.restore_best() if selector is not None else None
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     metrics = {
         "method": spec.method,
@@ -163,6 +220,8 @@ def run(spec: PreferenceSpec) -> dict[str, Any]:
         "processes": trainer.accelerator.num_processes,
         "bf16": precision.bf16,
     }
+    if selection is not None:
+        metrics |= {"validation_pairs": len(validation), **selection}
     for key in ("rewards/accuracies", "rewards/margins"):
         values = [entry[key] for entry in trainer.state.log_history if key in entry]
         if values:

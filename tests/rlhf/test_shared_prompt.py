@@ -109,3 +109,31 @@ def test_unshared_batches_take_the_plain_path(tiny_model_dir, n_pairs) -> None:
     install_shared_prompt_head(shared.get_base_model())
     got = shared(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True).log_probs
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_pair_margins_equal_full_log_likelihood_differences(tiny_model_dir, tmp_path) -> None:
+    """The evaluation's shared-prefix margin is log p(chosen) - log p(rejected) from two full passes."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from advisor.forecaster.loading import ModelSpec, load_model
+    from rlhf.evaluate import completion_logprob, pair_logprob_margins
+
+    torch.manual_seed(2)
+    adapter = tmp_path / "adapter"
+    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora.save_pretrained(adapter)
+    handle = load_model(ModelSpec(base=str(tiny_model_dir), adapter=adapter, dtype="float32"), tmp_path / "models")
+    prompt = [{"role": "user", "content": "AAPL moved +1.2% last week. Predict next week."}]
+    rows = [
+        {"prompt": prompt, "chosen": [{"role": "assistant", "content": "Positive developments:\n1. up\n\nPrediction: Up by 1-2%"}],
+         "rejected": [{"role": "assistant", "content": "Positive developments:\n1. up\n\nPrediction: Down by 2-3%"}]},
+        {"prompt": "plain text prompt\n", "chosen": [{"role": "assistant", "content": "short"}],
+         "rejected": [{"role": "assistant", "content": "a much longer answer than the other one"}]},
+        {"prompt": prompt, "chosen": [{"role": "assistant", "content": "same"}], "rejected": [{"role": "assistant", "content": "same"}]},
+    ]
+    margins = pair_logprob_margins(handle, rows)
+    for row, margin in zip(rows, margins, strict=True):
+        full = completion_logprob(handle, row["prompt"], row["chosen"][0]["content"]) - completion_logprob(handle, row["prompt"], row["rejected"][0]["content"])
+        assert margin == pytest.approx(full, abs=1e-3)
+    assert margins[2] == 0.0

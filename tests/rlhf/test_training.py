@@ -74,6 +74,30 @@ def test_preference_training_changes_every_adapter_parameter(method: str, rows, 
     assert_every_lora_tensor_changed(parent_adapter, out)
 
 
+def _swapped(rows: list[dict]) -> list[dict]:
+    return [dict(r, chosen=r["rejected"], rejected=r["chosen"]) for r in rows]
+
+
+@pytest.mark.parametrize("validation_agrees", [True, False])
+def test_dpo_keeps_the_step_that_does_best_on_the_validation_pairs(validation_agrees: bool, tiny_model_dir: Path, parent_adapter: Path, tmp_path: Path) -> None:
+    """Validation pairs that agree with the training pairs keep a trained step; pairs that contradict
+    them keep step 0, i.e. the parent's weights exactly (training only made them worse)."""
+    validation = pair_rows(10)[8:] if validation_agrees else _swapped(pair_rows(10)[8:])
+    spec = dataclasses.replace(spec_for("dpo", tiny_model_dir, parent_adapter, tmp_path, pair_rows(8), steps=4),
+                               validation_rows_path=str(write_rows(validation, tmp_path / "validation.jsonl")), eval_steps=2)
+    metrics = run(spec)
+    curve = metrics["validation_curve"]
+    assert [h["step"] for h in curve] == [0, 2, 4] and metrics["validation_pairs"] == 2
+    assert curve[0]["loss"] == pytest.approx(0.6931, abs=1e-3)  # the parent is its own reference
+    before, after = load_file(parent_adapter / "adapter_model.safetensors"), load_file(tmp_path / "dpo" / "adapter_model.safetensors")
+    if validation_agrees:
+        assert metrics["selected_step"] > 0 and metrics["selected_validation_loss"] < curve[0]["loss"]
+        assert any(not torch.equal(before[k], after[k]) for k in before)
+    else:
+        assert metrics["selected_step"] == 0 and all(h["loss"] > curve[0]["loss"] for h in curve[1:])
+        assert all(torch.equal(before[k], after[k]) for k in before)
+
+
 def test_too_few_examples_are_refused_with_the_needed_count(tiny_model_dir: Path, parent_adapter: Path, tmp_path: Path) -> None:
     with pytest.raises(AdvisorError, match="at least 4 training pairs, got 2"):
         run(spec_for("dpo", tiny_model_dir, parent_adapter, tmp_path, pair_rows(2)))
