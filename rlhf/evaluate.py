@@ -91,7 +91,7 @@ def completion_logprob(handle: ModelHandle, prompt: list[dict[str, str]] | str, 
     return float(logprobs[start:].gather(1, targets[start:, None]).sum())
 
 
-def pair_logprob_margins(handle: ModelHandle, rows: list[dict[str, Any]]) -> list[float]:
+def pair_logprob_margins(handle: ModelHandle, rows: list[dict[str, Any]], progress: str | None = None) -> list[float]:
     """log p(chosen) - log p(rejected) under the handle's adapter, for each preference row.
 
     Both views of a pair share their prompt (and often their first lines), and tokens they share add
@@ -99,8 +99,10 @@ def pair_logprob_margins(handle: ModelHandle, rows: list[dict[str, Any]]) -> lis
     prefix runs once per pair (:func:`rlhf.shared_prompt.paired_hidden_states`) and the margin equals
     the difference of two full :func:`completion_logprob` calls up to float rounding (tested). About half
     the compute of scoring both views in full, which is most of the loop's evaluation time on a CPU.
+    ``progress`` names a progress bar (minutes for a few hundred pairs on a CPU); None shows none.
     """
     import torch
+    from tqdm.auto import tqdm
 
     from rlhf.shared_prompt import paired_hidden_states
 
@@ -110,7 +112,7 @@ def pair_logprob_margins(handle: ModelHandle, rows: list[dict[str, Any]]) -> lis
         lm = model.get_base_model() if hasattr(model, "get_base_model") else model
         backbone = getattr(lm, lm.base_model_prefix)
         device = handle.base.device
-        for row in rows:
+        for row in tqdm(rows, desc=progress, unit="pair", disable=progress is None):
             prompt = row["prompt"]
             prompt_text = prompt if isinstance(prompt, str) else tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
             seqs = [tokenizer(prompt_text + row[side][0]["content"] + "<|im_end|>", add_special_tokens=False)["input_ids"] for side in ("chosen", "rejected")]
@@ -135,9 +137,9 @@ def pair_logprob_margins(handle: ModelHandle, rows: list[dict[str, Any]]) -> lis
     return margins
 
 
-def preference_wins(handle: ModelHandle, rows: list[dict[str, Any]]) -> list[float]:
+def preference_wins(handle: ModelHandle, rows: list[dict[str, Any]], progress: str | None = None) -> list[float]:
     """1 where the model gives the chosen view the higher likelihood, else 0, per pair."""
-    return [1.0 if m > 0 else 0.0 for m in pair_logprob_margins(handle, rows)]
+    return [1.0 if m > 0 else 0.0 for m in pair_logprob_margins(handle, rows, progress)]
 
 
 def preference_accuracy(handle: ModelHandle, rows: list[dict[str, Any]]) -> dict[str, float | None]:
@@ -261,10 +263,15 @@ def prediction_spread(views: list[Forecast]) -> dict[str, Any]:
 def compare(
     session: Session, store: MarketStore, profile: RiskProfile, windows: list[ForecastWindow],
     tuned_views: list[Forecast], parent_views: list[Forecast], eval_pairs: list[dict[str, Any]],
-    tuned: ModelHandle, parent: ModelHandle, reward: RewardScorer | None, report: ComparisonReport,
+    tuned: ModelHandle, parent: ModelHandle, reward: RewardScorer | None, report: ComparisonReport, progress: bool = False,
 ) -> ComparisonReport:
+    """Fill ``report`` with the tuned adapter against its parent on the same held-out windows and pairs."""
+    def bar(name: str) -> str | None:
+        return name if progress else None
+
     if eval_pairs:
-        tuned_wins, parent_wins = preference_wins(tuned, eval_pairs), preference_wins(parent, eval_pairs)
+        tuned_wins = preference_wins(tuned, eval_pairs, bar("preference accuracy, tuned"))
+        parent_wins = preference_wins(parent, eval_pairs, bar("preference accuracy, parent"))
         report.preference_accuracy = {"tuned": mean_ci(tuned_wins), "parent": mean_ci(parent_wins),
                                       "difference": mean_ci([t - p for t, p in zip(tuned_wins, parent_wins, strict=True)])}
     else:
@@ -280,5 +287,5 @@ def compare(
     if reward is not None:
         rows = [{"prompt": t_row.prompt_messages or t_row.prompt_text, "chosen": [{"role": "assistant", "content": t_row.raw_text}],
                  "rejected": [{"role": "assistant", "content": p_row.raw_text}]} for t_row, p_row in zip(tuned_views, parent_views, strict=True)]
-        report.reward_win_rate = mean_ci([1.0 if ts > ps else 0.5 if ts == ps else 0.0 for ts, ps in reward.score_pairs(rows)])
+        report.reward_win_rate = mean_ci([1.0 if ts > ps else 0.5 if ts == ps else 0.0 for ts, ps in reward.score_pairs(rows, bar("reward model, tuned vs parent"))])
     return report

@@ -323,7 +323,7 @@ def _train_evaluate_register(
         parent_views = [g[0].forecast for g in forecast_windows(session, parent, eval_windows, greedy, PromptConfig())]
         profile = session.get(RiskProfile, profile_id)
         report = ComparisonReport(user_name, f"{profile.label} v{c.profile_version}", options.eval_period, {"tuned": tuned_id, "parent": parent_id})
-        compare(session, PreloadedMarketStore(session), profile, eval_windows, tuned_views, parent_views, pairs.eval, tuned, parent, reward, report)
+        compare(session, PreloadedMarketStore(session), profile, eval_windows, tuned_views, parent_views, pairs.eval, tuned, parent, reward, report, progress=True)
     report.backtest = _backtests(c, tuned_id, sorted({w.ticker for w in eval_windows}))
 
     with factory() as session:

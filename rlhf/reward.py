@@ -157,14 +157,17 @@ class RewardScorer:
     def score(self, prompt: list[dict[str, str]] | str, completion: str) -> float:
         return self.score_texts([_texts(self.tokenizer, {"prompt": prompt, "c": [{"role": "assistant", "content": completion}]}, "c")])[0]
 
-    def score_pairs(self, rows: list[dict[str, Any]]) -> list[tuple[float, float]]:
-        """(score of ``chosen``, score of ``rejected``) per row, each pair's shared prompt run once."""
+    def score_pairs(self, rows: list[dict[str, Any]], progress: str | None = None) -> list[tuple[float, float]]:
+        """(score of ``chosen``, score of ``rejected``) per row, each pair's shared prompt run once.
+
+        ``progress`` names a progress bar; None shows none."""
         import torch
+        from tqdm.auto import tqdm
 
         from rlhf.shared_prompt import pair_rewards
 
         out: list[tuple[float, float]] = []
-        for row in rows:
+        for row in tqdm(rows, desc=progress, unit="pair", disable=progress is None):
             batch = self.tokenizer([_texts(self.tokenizer, row, "chosen"), _texts(self.tokenizer, row, "rejected")], return_tensors="pt",
                                    padding=True, add_special_tokens=False, truncation=True, max_length=1536)
             with torch.inference_mode():
