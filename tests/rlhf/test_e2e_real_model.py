@@ -30,7 +30,7 @@ def test_a_user_adapter_is_trained_on_stored_preferences(tmp_path: Path, real_sf
         save_profile(session, "bold", ARCHETYPES["aggressive"], simulated=True)
     options = LoopOptions(
         train_period=(date(2014, 10, 1), date(2015, 3, 27)), eval_period=(date(2015, 4, 1), date(2015, 5, 29)), tickers=TICKERS,
-        train_prompts=12, eval_prompts=3, candidates=4, eval_candidates=2, dpo_steps=8, rm_steps=8, batch_size=2, simulate_user=True,
+        train_prompts=24, eval_prompts=3, candidates=4, eval_candidates=2, dpo_steps=8, rm_steps=8, batch_size=2, simulate_user=True,
     )
     result = run_loop(factory, model_dir, DEFAULT_BASE_MODEL, "bold", options, tmp_path / "data")
 
