@@ -163,6 +163,8 @@ def run_command(
     beta: float = typer.Option(0.1, min=0.01, max=2.0, help="DPO/KTO beta: higher keeps the adapter closer to its parent."),
     simulate_user: bool = typer.Option(False, "--simulate-user", help="Add a simulated user's A/B choices (labelled as simulated)."),
     force: bool = typer.Option(False, "--force", help="Activate the tuned adapter even if it does not beat its parent."),
+    keep_last_step: bool = typer.Option(False, "--keep-last-step", help="Train DPO on every training-period pair and keep its last "
+                                        "step (default: keep the step that does best on the last training weeks' pairs, maybe none)."),
     seed: int = typer.Option(0),
 ) -> None:
     """Candidates -> labels -> reward model + DPO -> held-out evaluation -> register (and activate if better)."""
@@ -177,6 +179,7 @@ def run_command(
         tickers=tuple(parse_tickers(tickers)) if tickers else None, train_prompts=train_prompts, eval_prompts=eval_prompts,
         candidates=candidates, eval_candidates=eval_candidates, dpo_steps=dpo_steps, rm_steps=rm_steps, batch_size=batch_size,
         learning_rate=learning_rate, beta=beta, simulate_user=simulate_user, force_activate=force, seed=seed,
+        select_step=not keep_last_step,
     )
     result = run_loop(rt.session_factory, rt.settings.resolved_model_dir, rt.settings.base_model, user, options, rt.settings.data_dir, console)
     print_loop(result, console)
@@ -213,12 +216,15 @@ def compare_command(
 
 
 def print_loop(result: Any, console: Any) -> None:
+    from rich.markup import escape
+
     console.print(result.report.markdown(), markup=False, highlight=False, soft_wrap=True)
-    state = "activated" if result.activated else "registered, not activated"
-    console.print(
-        f"{result.user}: {result.method.upper()} adapter version {result.tuned_version_id} (parent {result.parent_version_id}) {state}; "
-        f"report {result.report_paths.get('markdown')}"
-    )
+    if result.tuned_version_id is None:
+        outcome = f"no {result.method.upper()} step beat parent version {result.parent_version_id}; the advisor is unchanged"
+    else:
+        state = "activated" if result.activated else "registered, not activated"
+        outcome = f"{result.method.upper()} adapter version {result.tuned_version_id} (parent {result.parent_version_id}) {state}"
+    console.print(f"{escape(result.user)}: {outcome}; report {escape(str(result.report_paths.get('markdown')))}", soft_wrap=True)
 
 
 @rlhf_app.command("export")

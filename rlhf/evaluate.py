@@ -205,6 +205,10 @@ class ComparisonReport:
             f"# Tuned vs parent for {self.user} ({self.profile})", "",
             f"Held-out weeks {self.period[0]} .. {self.period[1]}; model versions: "
             + ", ".join(f"{k} = {v}" for k, v in self.models.items()), "",
+        ]
+        if "tuned" not in self.models:  # no tuned adapter came out of the run: only the notes say why
+            return "\n".join(lines + [f"- {n}" for n in self.notes]) + "\n"
+        lines += [
             "| measure | tuned | parent |", "|---|---|---|",
             f"| preference accuracy (held-out pairs) | {ci(self.preference_accuracy.get('tuned'), True)} | {ci(self.preference_accuracy.get('parent'), True)} |",
             f"| mean realised utility per view | {ci(self.utility.get('tuned'))} | {ci(self.utility.get('parent'))} |",

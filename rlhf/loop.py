@@ -69,7 +69,7 @@ def validation_split(examples: list[Example], options: LoopOptions) -> Split:
     from dataclasses import replace
 
     split = time_split(examples, eval_fraction=VALIDATION_FRACTION)
-    if len(split.eval) < MIN_VALIDATION_PAIRS:  # too few to choose a step with: fit on everything, keep the last step
+    if not options.select_step or len(split.eval) < MIN_VALIDATION_PAIRS:  # too few to choose a step with: fit on everything, keep the last step
         return Split([e.row for e in examples], [], None)
     if len(split.eval) > MAX_VALIDATION_PAIRS:
         split = replace(split, eval=random.Random(options.seed).sample(split.eval, MAX_VALIDATION_PAIRS))
@@ -101,6 +101,7 @@ class LoopOptions:
     max_new_tokens: int = Decoding.max_new_tokens  # the same as forecasts and evaluations, so parent views are reused
     force_activate: bool = False
     seed: int = 0
+    select_step: bool = True  # keep the DPO step that does best on the last training weeks' pairs; False: train on all, keep the last
     min_pairs: int = MIN_DPO_PAIRS  # the floor for the reward model and DPO (lower only for tests on toy data)
 
 
@@ -132,7 +133,7 @@ class LoopResult:
     user: str
     profile_version: int
     parent_version_id: int
-    tuned_version_id: int
+    tuned_version_id: int | None  # None when no DPO step beat the parent: the user's advisor is unchanged
     reward_version_id: int | None
     method: str
     activated: bool
@@ -308,6 +309,7 @@ def _train_evaluate_register(
                       + ", ".join(f"{h['step']}: {h['loss']:.3f}" for h in metrics["validation_curve"]) + ")")
         if metrics["selected_step"] == 0:
             c.counts["dpo_no_step_kept"] = 1
+            return _no_step_kept(c, method, metrics, reward_version_id, reward_run_id, policy_run_id, stamp)
     write_adapter_meta(out_dir, base_model=base_model, base_fingerprint=parent.base.fingerprint,
                        extra={"kind": method, "name": f"{method}-{user_name}-{stamp}", "parent_key": c.parent_key})
     tuned = load_model(ModelSpec(base=base_model, adapter=out_dir), model_dir)
@@ -349,6 +351,30 @@ def _train_evaluate_register(
     paths = write_report(report, c.data_dir / "reports", f"rlhf-{user_name}-{stamp}")
     _say(console, c.started, f"done: report {paths['markdown']}")
     return LoopResult(user_name, c.profile_version, parent_id, tuned_id, reward_version_id, method, activated, report, c.counts, paths,
+                      [reward_run_id, policy_run_id])
+
+
+def _no_step_kept(
+    c: LoopContext, method: str, metrics: dict[str, Any], reward_version_id: int | None, reward_run_id: int, policy_run_id: int, stamp: str,
+) -> LoopResult:
+    """Every trained step did worse than the parent on the last training weeks' pairs: nothing new to serve.
+
+    The kept weights are the parent's own, so registering them would only re-register the parent
+    under the user's name; the run is recorded as succeeded with no output model, the report says
+    why, and the user's active version is left as it was (evaluating identical views is skipped).
+    """
+    with session_scope(c.factory) as session:
+        profile = session.get(RiskProfile, c.profile_id)
+        report = ComparisonReport(c.user_name, f"{profile.label} v{c.profile_version}", c.options.eval_period, {"parent": c.parent_id})
+        curve = ", ".join(f"step {h['step']}: {h['loss']:.3f}" for h in metrics.get("validation_curve", []))
+        report.notes.append(f"no {method.upper()} step did better than the parent on {metrics.get('validation_pairs', 0)} pairs of the last "
+                            f"training weeks (validation DPO loss {curve}): the advisor is unchanged and nothing was registered or "
+                            "activated; more feedback, more training weeks or --keep-last-step change this")
+        run = session.get(TrainingRun, policy_run_id)
+        run.status, run.finished_at, run.metrics = "succeeded", utcnow(), {**metrics, "evaluation": jsonable(report.to_json())}
+    paths = write_report(report, c.data_dir / "reports", f"rlhf-{c.user_name}-{stamp}")
+    _say(c.console, c.started, f"done: no step beat the parent; report {paths['markdown']}")
+    return LoopResult(c.user_name, c.profile_version, c.parent_id, None, reward_version_id, method, False, report, c.counts, paths,
                       [reward_run_id, policy_run_id])
 
 

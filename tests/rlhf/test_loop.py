@@ -115,6 +115,44 @@ def test_a_failed_training_run_leaves_the_active_version_unchanged(rlhf_db, tiny
         assert session.scalars(select(ModelVersion).where(ModelVersion.kind == "dpo")).all() == []
 
 
+def test_a_run_whose_every_step_is_worse_than_the_parent_changes_nothing(
+    rlhf_db, tiny_model_dir: Path, tiny_sft: int, tmp_path: Path, monkeypatch,
+) -> None:
+    """When DPO keeps step 0 (the parent's own weights) no version is registered under the user's name and
+    the active version stays; the run and the report say why."""
+    import shutil
+
+    from rlhf import loop
+
+    with session_scope(rlhf_db) as session:
+        save_profile(session, "fay", ARCHETYPES["moderate"])
+        activate(session, get_user(session, "fay"), tiny_sft, "chosen by the user")
+    human_pairs(rlhf_db, "fay", [date(2014, 2, 7), date(2014, 2, 14), date(2014, 2, 21), date(2014, 2, 28), date(2014, 4, 11)])
+
+    def keeps_the_parent(spec):
+        shutil.copytree(spec.parent_adapter, spec.out_dir, dirs_exist_ok=True)
+        return {"method": "dpo", "steps": 2, "selected_step": 0, "selected_validation_loss": 0.6931, "validation_pairs": 6,
+                "validation_curve": [{"step": 0, "loss": 0.6931}, {"step": 2, "loss": 0.7012}]}
+
+    monkeypatch.setattr(loop, "train_preferences", keeps_the_parent)
+    versions_before = _count_versions(rlhf_db)
+    result = run(rlhf_db, tiny_model_dir, tmp_path, "fay")
+    assert result.tuned_version_id is None and result.activated is False and result.counts["dpo_no_step_kept"] == 1
+    text = Path(result.report_paths["markdown"]).read_text()
+    assert "no DPO step did better than the parent" in text and "step 2: 0.701" in text
+    with rlhf_db() as session:
+        user = get_user(session, "fay")
+        assert active_version(session, user).id == tiny_sft
+        policy = session.scalars(select(TrainingRun).where(TrainingRun.user_id == user.id, TrainingRun.kind == "dpo")).one()
+        assert policy.status == "succeeded" and policy.output_model_version_id is None
+    assert _count_versions(rlhf_db) - versions_before <= 1  # at most the reward model; no policy version
+
+
+def _count_versions(factory) -> int:
+    with factory() as session:
+        return len(session.scalars(select(ModelVersion)).all())
+
+
 def test_a_user_without_an_adapter_to_start_from(rlhf_db, tiny_model_dir: Path, tmp_path: Path) -> None:
     from advisor.errors import AdvisorError
 
