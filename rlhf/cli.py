@@ -322,6 +322,12 @@ def demo_step(context: Any) -> None:
         overlap = pair_overlap(session, get_user(session, names[0]), get_user(session, names[1]))
     console.print(f"Their training data: {overlap.describe()}", soft_wrap=True)
     context.heading("What tuning changed: the two users' advisors side by side")
+    unchanged = [name for name, r in results.items() if r.tuned_version_id is None]
+    if unchanged:
+        console.print(f"no comparison: {', '.join(unchanged)} kept the parent (no DPO step beat it on the last training weeks' pairs), "
+                      "so there is no second tuned advisor to compare; larger --rlhf-train-prompts give each run more evidence", soft_wrap=True)
+        context.results["rlhf"] = results
+        return
     with rt.session() as session:
         store = PreloadedMarketStore(session)
         grid = heldout_grid(store, list(options.tickers), *context.plan.heldout_period, options.rlhf_eval_prompts, 0)

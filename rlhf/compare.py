@@ -234,8 +234,9 @@ def compare_users(
             report.portfolio[name] |= {"total_return": metrics.get("total_return"), "max_drawdown": metrics.get("max_drawdown")}
         except BacktestInputError as exc:
             report.notes.append(f"backtest of {name}: {exc}")
-    report.notes.append("utility per view is in fractions of equity (shown in basis points); the activation rule is unchanged: "
-                        "a tuned adapter serves its user only when it beats its parent on held-out utility")
+    report.notes.append("utility per view is in fractions of equity (shown in basis points); a tuned adapter serves its user only "
+                        "when its utility gain over the parent has a 95% interval above 0, it ranks the user's held-out pairs no "
+                        "worse, and it neither gives one answer nor calls one direction almost everywhere")
     paths = write_report(report, data_dir / "reports", f"rlhf-compare-{'-'.join(users)}-{utcnow().strftime('%Y%m%dT%H%M%S')}")
     return report, paths
 

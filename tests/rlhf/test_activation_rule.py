@@ -3,6 +3,7 @@ loop's validation weeks are the last training weeks, never the held-out ones."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date, timedelta
 from types import SimpleNamespace
 
@@ -39,7 +40,23 @@ def test_ranking_the_users_pairs_worse_is_refused() -> None:
 
 
 def test_no_utility_gain_is_refused() -> None:
-    assert report(-0.001, (0.0, -0.05, 0.05), VARIED, VARIED).activation_blockers() == ["it did not beat its parent on held-out utility"]
+    blockers = report(-0.001, (0.0, -0.05, 0.05), VARIED, VARIED).activation_blockers()
+    assert len(blockers) == 1 and blockers[0].startswith("it did not beat its parent on held-out utility")
+
+
+def test_a_gain_whose_interval_includes_zero_is_refused() -> None:
+    """+4.5 bp [-14.6, +24.2] (the aggressive user at real sizes) is no evidence of a gain."""
+    r = report(0.00045, (0.24, 0.17, 0.32), VARIED, VARIED[::-1])
+    r.utility["difference"] |= {"low": -0.00146, "high": 0.00242}
+    blockers = r.activation_blockers()
+    assert len(blockers) == 1 and "the interval does not lie above 0" in blockers[0]
+
+
+def test_one_direction_everywhere_in_varied_sizes_is_refused() -> None:
+    ups = ["Up by 1-2%", "Up by 2-3%", "Up by 3-4%", "Up by 0-1%"] * 5
+    blockers = report(0.001, (0.2, 0.1, 0.3), ups, VARIED).activation_blockers()
+    assert len(blockers) == 1 and "it calls Up almost everywhere (100% of its views, the parent 50%)" in blockers[0]
+    assert report(0.001, (0.2, 0.1, 0.3), ups, ups[::-1]).activation_blockers() == []  # the parent did the same: not the tuning's doing
 
 
 def test_prediction_spread_counts_bins_and_down_calls() -> None:
@@ -63,5 +80,7 @@ def test_validation_weeks_are_the_last_training_weeks_and_disjoint() -> None:
     assert len(split.eval) == 24 and len(split.train) == 96  # the last 8 of 40 weeks
     many = validation_split(_examples(40, 30), options)
     assert len(many.eval) == MAX_VALIDATION_PAIRS and len(many.train) == 32 * 30
-    few = validation_split(_examples(4, 1), options)  # one validation pair cannot choose a step: fit on all
-    assert few.eval == [] and len(few.train) == 4 and MIN_VALIDATION_PAIRS > 1
+    few = validation_split(_examples(40, 2), options)  # 16 validation pairs cannot choose a step: fit on all
+    assert few.eval == [] and len(few.train) == 80 and MIN_VALIDATION_PAIRS > 16
+    off = validation_split(_examples(40, 3), dataclasses.replace(options, select_step=False))
+    assert off.eval == [] and len(off.train) == 120
