@@ -4,12 +4,13 @@ Side by side in one run, each path in its own process (so peak RSS is its own), 
 adapter, same token cap (160):
 
   * greedy weekly views for N tickers on one date (default 30): plain transformers ``generate``
-    (batch 16, what a transformers user writes), the project's transformers backend (length-sorted
-    batches, early stop), and the engine backend (continuous batching, shared prefix, LoRA merged);
-    wall time (model load excluded and reported apart), views/min, new tokens/s, peak RSS;
+    (batch 16, free text: what a transformers user writes), the project's transformers backend and
+    the engine backend, both decoding as the product does (grounded: each view's facts constrained to
+    its window, see advisor/forecaster/grounding.py); wall time (model load excluded and reported
+    apart), views/min, new tokens/s, peak RSS; the engine's time split into prefill and decode passes;
   * agreement of the engine's greedy views with the transformers backend's: identical text, parse
     rate, same predicted bin;
-  * sampled candidates (default 200 prompts x 4): the engine on all of them; the transformers
+  * sampled candidates (default 200 prompts x 4, grounded): the engine on all of them; the transformers
     backend on a subset (default 16 prompts), reported as a rate because the full set would take
     most of an hour there;
   * the adapter's first use on the engine (stacking its LoRA factors and merging them into the
@@ -17,8 +18,7 @@ adapter, same token cap (160):
     N tickers (process start, imports and model load included).
 
 Run: .venv/bin/python bench/bench_inference.py [--views 30] [--prompts 200] [--candidates 4] [--reference-prompts 16]
-(about 25 minutes with the defaults on a 2-core AVX2 CPU). Needs the offline bundle; uses the newest
-SFT adapter in --model-dir, or trains a short one first.
+Needs the offline bundle; uses the newest SFT adapter in --model-dir, else the shipped one.
 """
 
 from __future__ import annotations
@@ -43,17 +43,15 @@ DEFAULT_BUNDLE = REPO.parent / "shared" / "data" / "stocknet"
 BASE = "SmolLM2-135M-Instruct"
 VIEW_DATE = date(2015, 6, 5)
 SAMPLE_PERIOD = (date(2015, 4, 1), date(2015, 9, 30))
+BUNDLE = [DEFAULT_BUNDLE]  # set from --bundle; the children read the sentiment set next to it
 
 
 def sft_adapter(factory, model_dir: Path) -> Path:  # type: ignore[no-untyped-def]
-    found = sorted((model_dir / "adapters").glob("sft-run*/adapter_model.safetensors"), key=lambda p: p.stat().st_mtime)
-    if found:
-        return found[-1].parent
-    from advisor.forecaster.sentiment import SentimentScorer
-    from advisor.forecaster.sft import SFTOptions, train_sft
+    """The newest SFT adapter trained into ``model_dir``, else the one that ships with the project."""
+    from advisor.forecaster.shipped import shipped_adapter
 
-    options = SFTOptions(date(2014, 1, 1), date(2015, 3, 31), BASE, max_steps=30, batch_size=4, check_prompts=0)
-    return train_sft(factory, model_dir, options, SentimentScorer(None), progress=False).adapter_path
+    found = sorted((model_dir / "adapters").glob("sft-run*/adapter_model.safetensors"), key=lambda p: p.stat().st_mtime)
+    return found[-1].parent if found else shipped_adapter()
 
 
 def prompts(factory, model_dir: Path, n_views: int, n_sampled: int) -> dict:  # type: ignore[no-untyped-def]
@@ -80,7 +78,7 @@ def prompts(factory, model_dir: Path, n_views: int, n_sampled: int) -> dict:  # 
                 window = WindowConfig().build(store, ticker, VIEW_DATE)
             except DataUnavailableError:
                 continue
-            out["views"].append(_prompt(build_prompt(window, tokenizer, PromptConfig()), ticker))
+            out["views"].append(_prompt(build_prompt(window, tokenizer, PromptConfig()), ticker, VIEW_DATE))
         for day in decision_dates(*SAMPLE_PERIOD, Horizon.WEEK):
             for ticker in tickers:
                 if len(out["sampled"]) >= n_sampled:
@@ -89,12 +87,12 @@ def prompts(factory, model_dir: Path, n_views: int, n_sampled: int) -> dict:  # 
                     window = WindowConfig().build(store, ticker, day)
                 except DataUnavailableError:
                     continue
-                out["sampled"].append(_prompt(build_prompt(window, tokenizer, PromptConfig()), ticker))
+                out["sampled"].append(_prompt(build_prompt(window, tokenizer, PromptConfig()), ticker, day))
     return out
 
 
-def _prompt(prompt, ticker: str) -> dict:  # type: ignore[no-untyped-def]
-    return {"ticker": ticker, "text": prompt.text, "hash": prompt.hash, "tokens": prompt.token_count}
+def _prompt(prompt, ticker: str, day: date) -> dict:  # type: ignore[no-untyped-def]
+    return {"ticker": ticker, "date": str(day), "text": prompt.text, "hash": prompt.hash, "tokens": prompt.token_count}
 
 
 CHILD = r"""
@@ -132,10 +130,39 @@ else:
         started = time.perf_counter()
         engine_for(handle.base)._weights_for(adapter_name(handle.adapter_hash))
         result["adapter_first_use_s"] = round(time.perf_counter() - started, 2)
+    # grounded, as the product decodes: the windows again from the database, the same scorer as the views
+    from datetime import date
+    from advisor.data.store import PreloadedMarketStore
+    from advisor.forecaster.grounding import grounding_for
+    from advisor.forecaster.prompts import PromptConfig, build_prompt
+    from advisor.forecaster.sentiment import find_tfns, load_scorer
+    from advisor.forecaster.service import WindowConfig
+    from db.engine import make_engine, make_session_factory
+    scorer = load_scorer(find_tfns(Path(spec["bundle"])))
+    groundings = []
+    with make_session_factory(make_engine("sqlite:///" + spec["db"]))() as session:
+        store = PreloadedMarketStore(session)
+        for item in items:
+            window = WindowConfig().build(store, item["ticker"], date.fromisoformat(item["date"]))
+            prompt = build_prompt(window, handle.tokenizer, PromptConfig())
+            assert prompt.hash == item["hash"]
+            groundings.append(grounding_for(window, scorer, prompt.text_item_ids, PromptConfig().max_text_chars))
+    split = {"prefill_s": 0.0, "decode_s": 0.0, "decode_passes": 0}
+    if spec["path"] == "engine":
+        from advisor.forecaster.engine import DecoderEngine
+        def timed(name, fn):
+            def wrapper(*a, **k):
+                t = time.perf_counter(); out = fn(*a, **k); split[name] += time.perf_counter() - t
+                if name == "decode_s": split["decode_passes"] += 1
+                return out
+            return wrapper
+        DecoderEngine._admit = timed("prefill_s", DecoderEngine._admit)
+        DecoderEngine._decode_step = timed("decode_s", DecoderEngine._decode_step)
     decoding = Decoding() if spec["candidates"] == 1 else Decoding(mode="sample", num_candidates=spec["candidates"], seed=3)
     started = time.perf_counter()
-    gens = generate(handle, texts, hashes, decoding, progress=False, backend=spec["path"])
+    gens = generate(handle, texts, hashes, decoding, progress=False, backend=spec["path"], groundings=groundings)
     result["seconds"] = time.perf_counter() - started
+    result |= {k: round(v, 2) for k, v in split.items()}
     outs = [[g.text for g in row] for row in gens]
     new = sum(g.new_tokens for row in gens for g in row)
 result["new_tokens"] = new
@@ -147,7 +174,8 @@ print("RESULT " + json.dumps(result))
 
 def child(path: str, prompt_file: Path, which: str, limit: int, candidates: int, adapter: Path, model_dir: Path) -> dict:
     spec = {"path": path, "prompts": str(prompt_file), "set": which, "limit": limit, "candidates": candidates,
-            "adapter": str(adapter), "model_dir": str(model_dir), "base": BASE}
+            "adapter": str(adapter), "model_dir": str(model_dir), "base": BASE, "db": str(prompt_file.parent / "bench.db"),
+            "bundle": str(BUNDLE[0])}
     proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], capture_output=True, text=True, cwd=REPO)
     line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
     if line is None:
@@ -157,8 +185,10 @@ def child(path: str, prompt_file: Path, which: str, limit: int, candidates: int,
 
 def describe(name: str, r: dict, candidates: int = 1) -> str:
     views = r["prompts"] * candidates
-    return (f"{name:<24} {r['seconds']:7.1f} s  {views / r['seconds'] * 60:6.1f} views/min  {r['new_tokens'] / r['seconds']:6.1f} new tokens/s  "
-            f"peak RSS {r['peak_rss_mb']:5d} MB  (model load {r['load_s']} s)")
+    split = (f"; prefill {r['prefill_s']} s, decode {r['decode_s']} s in {r['decode_passes']} passes"
+             if r.get("decode_passes") else "")
+    return (f"{name:<28} {r['seconds']:7.1f} s  {views / r['seconds'] * 60:6.1f} views/min  {r['new_tokens'] / r['seconds']:6.1f} new tokens/s  "
+            f"peak RSS {r['peak_rss_mb']:5d} MB  (model load {r['load_s']} s{split})")
 
 
 def agreement(engine: dict, reference: dict) -> str:
@@ -194,6 +224,7 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=4)
     parser.add_argument("--reference-prompts", type=int, default=16)
     args = parser.parse_args()
+    BUNDLE[0] = args.bundle
     import torch
 
     from advisor.forecaster.loading import cpu_has_native_bf16
@@ -215,7 +246,7 @@ def main() -> None:
         plain = child("plain", prompt_file, "views", args.views, 1, adapter, args.model_dir)
         reference = child("transformers", prompt_file, "views", args.views, 1, adapter, args.model_dir)
         engine = child("engine", prompt_file, "views", args.views, 1, adapter, args.model_dir)
-        print(describe("plain generate (b16)", plain))
+        print(describe("plain generate (b16, free)", plain))
         print(describe("transformers backend", reference))
         print(describe("engine backend", engine))
         print(f"engine: {plain['seconds'] / engine['seconds']:.2f}x plain generate, {reference['seconds'] / engine['seconds']:.2f}x the transformers backend; "

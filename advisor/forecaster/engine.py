@@ -10,6 +10,11 @@ This engine instead
 * prefills each prompt once, without padding, and gives a prompt's K sampled candidates copies of
   that one KV cache (candidates share the whole prompt);
 * prefills the token prefix that every prompt of a call shares once;
+* jumps forward over forced tokens: under grounded decoding most of a view's tokens have exactly one
+  allowed continuation (a fact's words once it is chosen, the headers, the analysis); such a run is
+  appended without asking the model and fed to it as one chunk at the next step (a ragged step: each
+  row brings its own number of tokens), and a run that ends the answer needs no model pass at all.
+  On 30 real views 76% of the tokens were forced;
 * holds the base's linear layers fused (q/k/v as one product, gate/up as one) and computes
   decode-step products in the order a 2-core CPU's BLAS streams fastest (see :class:`_Linear`).
   LoRA adapters are a side path (``x·Aᵀ·Bᵀ·scale``, fused per group) on top of the one shared base,
@@ -76,6 +81,7 @@ class _Sequence:
     generated: list[int] = field(default_factory=list)
     generator: Any = None
     constraint: Any = None  # a GroundedState, or None (free decoding)
+    pending: list[int] = field(default_factory=list)  # accepted tokens not yet in the KV cache (fed at the next step)
 
 
 @dataclass
@@ -340,6 +346,13 @@ class DecoderEngine:
         else:
             # a prompt from position 0 is plainly causal (the kernel skips the masked half)
             mask = None if int(positions[0, 0]) == 0 else (key_positions[None, None, :] <= positions[:, :, None])[:, None]
+            # In bfloat16 on a CPU two grouped products beat the fused kernel (1.6 vs 2.6 ms a layer for a
+            # 340-token prompt here); in float32 the kernel is faster.
+            by_products = batch == 1 and x.dtype == torch.bfloat16 and x.device.type == "cpu"
+            if by_products:
+                group = self.n_heads // self.n_kv
+                allowed = key_positions[None, :] <= positions[0, :, None]  # [T, L]
+                prefill_bias = torch.zeros(allowed.shape, dtype=x.dtype, device=self.device).masked_fill(~allowed, float("-inf"))
         for index, layer in enumerate(layers):
             h = self._norm(x, layer.norm1)
             qkv = layer.qkv(h)
@@ -361,9 +374,15 @@ class DecoderEngine:
                 values[index][rows, :, start : start + steps] = v
                 cached_k = keys[index][rows, :, :key_len]
                 cached_v = values[index][rows, :, :key_len]
-                out = F.scaled_dot_product_attention(
-                    q, cached_k, cached_v, attn_mask=mask, is_causal=mask is None, scale=self.scale, enable_gqa=self.n_kv != self.n_heads
-                )
+                if by_products:  # query heads kv * group + g share key/value head kv
+                    grouped = q[0].reshape(self.n_kv, group * steps, self.head_dim)
+                    scores = torch.matmul(grouped, cached_k[0].transpose(-1, -2)).view(self.n_kv, group, steps, key_len) * self.scale + prefill_bias
+                    out = torch.matmul(torch.softmax(scores, dim=-1).view(self.n_kv, group * steps, key_len), cached_v[0])
+                    out = out.view(1, self.n_heads, steps, self.head_dim)
+                else:
+                    out = F.scaled_dot_product_attention(
+                        q, cached_k, cached_v, attn_mask=mask, is_causal=mask is None, scale=self.scale, enable_gqa=self.n_kv != self.n_heads
+                    )
                 out = out.transpose(1, 2).reshape(batch, steps, q_size)
             x = x + layer.o(out)
             h = self._norm(x, layer.norm2)
@@ -404,21 +423,28 @@ class DecoderEngine:
         live: list[_Sequence | None] = [None] * slots
 
         def accept(slot: int, token: int) -> None:
-            """Append the chosen token, or end the sequence (freeing its slot) with the reason."""
+            """Append the chosen token and every token the constraint then forces (to be fed at the next
+            step), or end the sequence (freeing its slot) with the reason."""
             sequence = live[slot]
             assert sequence is not None
-            reason = None
-            if sequence.constraint is not None:
-                sequence.constraint.advance(token)
-            if token in eos_ids:
-                reason = "eos"
-            else:
-                sequence.generated.append(token)
-                reason = stop_check(sequence.generated) if stop_check is not None else None
-                if reason is None and len(sequence.generated) >= settings.max_new_tokens:
-                    reason = "length"
-            if reason is None:
-                return
+            while True:
+                reason = None
+                if sequence.constraint is not None:
+                    sequence.constraint.advance(token)
+                if token in eos_ids:
+                    reason = "eos"
+                else:
+                    sequence.generated.append(token)
+                    sequence.pending.append(token)
+                    reason = stop_check(sequence.generated) if stop_check is not None else None
+                    if reason is None and len(sequence.generated) >= settings.max_new_tokens:
+                        reason = "length"
+                if reason is not None:
+                    break
+                forced = sequence.constraint.allowed() if sequence.constraint is not None else None
+                if forced is None or len(forced) != 1:
+                    return
+                token = forced[0]  # the only token the constraint allows: no need to ask the model
             results[sequence.request][sequence.candidate] = EngineOutput(list(sequence.generated), reason)
             live[slot] = None
             remaining[sequence.request] -= 1
@@ -517,17 +543,96 @@ class DecoderEngine:
             live[target], live[source] = sequence, None
 
     def _decode_step(self, live: list[_Sequence | None], rows: int, cache: Any, settings: SamplingSettings, layers: list[_Layer]) -> list[int]:
-        """One token for each live sequence (slots ``[0, rows)`` after compaction); returns the chosen tokens."""
-        import torch
-
+        """One model pass over each live sequence's pending tokens (slots ``[0, rows)`` after compaction);
+        returns the token each chooses next."""
         sequences = [s for s in live[:rows] if s is not None]
-        assert len(sequences) == rows
-        ids = torch.tensor([[s.generated[-1]] for s in sequences], device=self.device)
-        positions = torch.tensor([[s.length] for s in sequences], device=self.device)
-        logits = self._forward(ids, positions, cache, slice(0, rows), int(positions.max()) + 1, layers)
+        assert len(sequences) == rows and all(s.pending for s in sequences)
+        logits = self._forward_chunks([s.pending for s in sequences], [s.length for s in sequences], cache, layers)
         for sequence in sequences:
-            sequence.length += 1
+            sequence.length += len(sequence.pending)
+            sequence.pending = []
         return _choose(_constrain(logits, sequences), settings, [s.generator for s in sequences])
+
+    def _forward_chunks(self, chunks: list[list[int]], starts: list[int], cache: tuple[list[Any], list[Any]], layers: list[_Layer]) -> Any:
+        """Run each cache row ``i`` (slots ``[0, len(chunks))``) over its tokens ``chunks[i]`` from position
+        ``starts[i]``; the rows' token counts differ (a ragged step). Returns each row's last logits [B, vocab].
+
+        The linear layers see the chunks packed (no padding). With one token per row this is the plain
+        decode step.
+        """
+        import torch
+        import torch.nn.functional as F
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+        device = self.device
+        batch = len(chunks)
+        lengths = [len(c) for c in chunks]
+        ids = torch.tensor([t for c in chunks for t in c], device=device)
+        row_of = torch.tensor([i for i, n in enumerate(lengths) for _ in range(n)], device=device)
+        start = torch.tensor(starts, device=device)
+        positions = torch.tensor([s + j for s, n in zip(starts, lengths, strict=True) for j in range(n)], device=device)  # [N]
+        group = self.n_heads // self.n_kv
+        # Attention in two parts, so no row pays for another row's chunk length: every row's last token
+        # in one batched product over the rows' caches (the plain decode step), then each longer chunk's
+        # earlier tokens against its own row's cache (a view: nothing copied).
+        # Keys and values are read over each row's whole cache buffer (masked past its position): a
+        # prefix slice of the buffer is not one strided matrix per head, and the batched product would
+        # first copy it (that copy was 80% of a decode step's time here).
+        key_len = keys_total = cache[0][0].shape[2]
+        last_positions = start + torch.tensor(lengths, device=device) - 1
+        masked = torch.arange(key_len, device=device)[None, :] > last_positions[:, None]  # [B, L]
+        bias = torch.zeros(masked.shape, dtype=self.dtype, device=device).masked_fill(masked, float("-inf"))[:, None, None, :]
+        packed_starts = [0]
+        for n in lengths[:-1]:
+            packed_starts.append(packed_starts[-1] + n)
+        longer = [(row, packed_starts[row], lengths[row] - 1, starts[row]) for row in range(batch) if lengths[row] > 1]
+        causal = {}
+        for _row, _at, extra, begin in longer:  # mask of `extra` queries at begin.. over keys [0, begin + extra)
+            if (extra, begin) not in causal:
+                key = torch.arange(keys_total, device=device)[None, :] > (begin + torch.arange(extra, device=device))[:, None]
+                row_bias = torch.zeros(key.shape, dtype=self.dtype, device=device).masked_fill(key, float("-inf"))
+                causal[(extra, begin)] = row_bias[:, None, :].expand(extra, group, keys_total).reshape(extra * group, keys_total)
+        last = torch.tensor([a + n - 1 for a, n in zip(packed_starts, lengths, strict=True)], device=device)  # each row's last packed token
+        x = F.embedding(ids, self.embed)[None]  # [1, N, H]
+        cos, sin = self.rotary(x, positions[None])
+        keys, values = cache
+        q_size, kv_size = self.n_heads * self.head_dim, self.n_kv * self.head_dim
+        n = ids.shape[0]
+        for index, layer in enumerate(layers):
+            h = self._norm(x, layer.norm1)
+            qkv = layer.qkv(h)
+            q = qkv[..., :q_size].view(1, n, self.n_heads, self.head_dim).transpose(1, 2)
+            k = qkv[..., q_size : q_size + kv_size].view(1, n, self.n_kv, self.head_dim).transpose(1, 2)
+            v = qkv[..., q_size + kv_size :].view(1, n, self.n_kv, self.head_dim).transpose(1, 2)
+            q, k = apply_rotary_pos_emb(q, k, cos, sin)  # [1, heads, N, hd]
+            keys[index][row_of, :, positions] = k[0].transpose(0, 1)
+            values[index][row_of, :, positions] = v[0].transpose(0, 1)
+            cached_k = keys[index][:batch]
+            cached_v = values[index][:batch]
+            q = q[0].transpose(0, 1)  # [N, heads, hd]
+            grouped = q[last].reshape(batch, self.n_kv, group, self.head_dim)
+            scores = torch.matmul(grouped, cached_k.transpose(-1, -2)) * self.scale + bias
+            at_last = torch.matmul(torch.softmax(scores, dim=-1), cached_v).reshape(batch, q_size)
+            if longer:
+                out = torch.empty(n, q_size, dtype=at_last.dtype, device=device)
+                out[last] = at_last
+                for row, at, extra, begin in longer:
+                    # [n_kv, extra * group, hd]: query head h = kv * group + g, as in the batched product
+                    chunk_q = q[at : at + extra].reshape(extra, self.n_kv, group, self.head_dim).permute(1, 0, 2, 3).reshape(self.n_kv, extra * group, self.head_dim)
+                    row_k = keys[index][row]
+                    row_v = values[index][row]
+                    row_scores = torch.matmul(chunk_q, row_k.transpose(-1, -2)) * self.scale + causal[(extra, begin)]
+                    row_out = torch.matmul(torch.softmax(row_scores, dim=-1), row_v)  # [n_kv, extra * group, hd]
+                    out[at : at + extra] = row_out.reshape(self.n_kv, extra, group, self.head_dim).permute(1, 0, 2, 3).reshape(extra, q_size)
+                out = out[None]
+            else:
+                out = at_last[None]
+            x = x + layer.o(out)
+            h = self._norm(x, layer.norm2)
+            gate_up = layer.gate_up(h)
+            gate, up = gate_up.chunk(2, dim=-1)
+            x = x + layer.down(self.act(gate) * up)
+        return self.head(self._norm(x[0, last], self.final_norm)).float()
 
 
 def _constrain(logits: Any, sequences: Sequence[_Sequence | None]) -> Any:

@@ -143,7 +143,8 @@ class GroundedState:
         self.codec = codec
         self.text = ""
         self.chosen: dict[str, list[Factor]] = {"positive": [], "concern": []}
-        self.forced: _Node | None = None
+        # every answer opens with the positives header and its first item number (the targets' format)
+        self.forced: _Node | None = codec.trie([(f"{POSITIVES_HEADER}\n1.", "header")])
         self.finished = False
 
     def allowed(self) -> list[int] | None:
@@ -211,13 +212,16 @@ class GroundedState:
             self.forced = self.codec.trie([(f" {analysis}", "analysis")], end_with_eos=True)
 
     def _completed(self, value: Any) -> None:
+        if value == "header":  # a forced header ends at its first item number: that item's options follow at once
+            self._trigger()
+            return
         if not isinstance(value, tuple):
             return
         side, fact = value
         if fact is not None:
             self.chosen[side].append(fact)
         if fact is None or not self._open(side) or len(self.chosen[side]) >= MAX_ITEMS:  # the side is done: next header
-            following = f"{CONCERNS_HEADER}\n" if side == "positive" else f"{PREDICTION_HEADER}\nPrediction:"
+            following = f"{CONCERNS_HEADER}\n1." if side == "positive" else f"{PREDICTION_HEADER}\nPrediction:"
             self.forced = self.codec.trie([(following, "header")])
 
 

@@ -104,7 +104,8 @@ def describe(side: list[Factor], horizon: Horizon, rising: bool) -> str:
     if moves:
         parts.append(f"{NUMBER_WORDS[moves]} {unit} {'rise' if rising else 'fall'}{'s' if moves > 1 else ''}")
     if posts:
-        parts.append(f"{NUMBER_WORDS[posts]} {'upbeat' if rising else 'worried'} post{'s' if posts > 1 else ''}")
+        count = "an" if posts == 1 and rising else NUMBER_WORDS[posts]  # "an upbeat post"
+        parts.append(f"{count} {'upbeat' if rising else 'worried'} post{'s' if posts > 1 else ''}")
     return " and ".join(parts)
 
 

@@ -82,6 +82,75 @@ def test_engine_greedy_views_equal_the_transformers_reference(handle, prompts) -
     assert {r[0].backend for r in engine_rows} == {"engine"}
 
 
+@pytest.fixture
+def grounded(market, handle):
+    """Prompts and their groundings (the product's default decoding), with room for whole answers."""
+    from advisor.forecaster.grounding import grounding_for
+    from advisor.forecaster.sentiment import SentimentScorer
+
+    with market() as session:
+        windows = build_windows(SqlMarketStore(session), ["AAA", "BBB", "CCC"], date(2014, 5, 9))
+    decoding = Decoding(max_new_tokens=120)
+    built = build_prompts(windows, handle, PromptConfig(), decoding)
+    groundings = [grounding_for(w, SentimentScorer(None), p.text_item_ids, PromptConfig().max_text_chars) for w, p in zip(windows, built, strict=True)]
+    return built, groundings, decoding
+
+
+def test_a_ragged_step_equals_feeding_the_tokens_one_at_a_time(handle) -> None:
+    """Rows bringing 3, 1 and 5 tokens in one pass give the logits and the cache of one token per pass."""
+    import torch
+
+    from advisor.forecaster.backends.fast import engine_for
+
+    engine = engine_for(handle.base)
+    layers = engine._weights_for(None)
+    prompts = [[5, 17, 230, 11], [7, 8, 9], [400, 401, 402, 403, 404, 405]]
+    chunks = [[31, 32, 33], [44], [51, 52, 53, 54, 55]]
+
+    def fresh() -> tuple[list, list]:
+        shape = (3, engine.n_kv, 32, engine.head_dim)
+        return [torch.zeros(shape) for _ in engine.layers], [torch.zeros(shape) for _ in engine.layers]
+
+    with torch.inference_mode():
+        ragged, stepwise = fresh(), fresh()
+        for cache in (ragged, stepwise):
+            for row, ids in enumerate(prompts):
+                engine._forward(torch.tensor([ids]), torch.arange(len(ids))[None], cache, slice(row, row + 1), len(ids), layers)
+        together = engine._forward_chunks(chunks, [len(p) for p in prompts], ragged, layers)
+        last = []
+        for row, (ids, chunk) in enumerate(zip(prompts, chunks, strict=True)):
+            for j, token in enumerate(chunk):
+                at = len(ids) + j
+                logits = engine._forward(torch.tensor([[token]]), torch.tensor([[at]]), stepwise, slice(row, row + 1), at + 1, layers)
+            last.append(logits[0])
+    torch.testing.assert_close(together, torch.stack(last), rtol=1e-4, atol=1e-4)
+    for a, b in zip(ragged[0] + ragged[1], stepwise[0] + stepwise[1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_grounded_engine_views_equal_the_reference_with_fewer_model_passes(handle, grounded, monkeypatch) -> None:
+    """Under grounding the engine appends forced tokens without asking the model; the views stay the
+    transformers reference's, token for token, and the model runs far fewer decode passes than tokens."""
+    from advisor.forecaster.engine import DecoderEngine
+
+    built, groundings, decoding = grounded
+    passes = []
+    real = DecoderEngine._forward_chunks
+    monkeypatch.setattr(DecoderEngine, "_forward_chunks", lambda self, chunks, *a: passes.append(sum(map(len, chunks))) or real(self, chunks, *a))
+    texts, hashes = [p.text for p in built], [p.hash for p in built]
+    engine = generate(handle, texts, hashes, decoding, progress=False, backend="engine", groundings=groundings)
+    reference = generate(handle, texts, hashes, decoding, progress=False, backend="transformers", groundings=groundings)
+    assert [r[0].text for r in engine] == [r[0].text for r in reference]
+    assert [r[0].stop_reason for r in engine] == [r[0].stop_reason for r in reference]
+    assert all(r[0].text.startswith("[Positive Developments]\n1.") for r in engine)
+    longest = max(r[0].new_tokens for r in engine)
+    assert len(passes) < longest and max(passes) > len(built), f"{len(passes)} passes ({passes}) for views of up to {longest} tokens"
+    sampled = Decoding(mode="sample", num_candidates=3, max_new_tokens=120, seed=5)
+    together = generate(handle, texts, hashes, sampled, progress=False, backend="engine", groundings=groundings)
+    alone = generate(handle, texts[1:2], hashes[1:2], sampled, progress=False, backend="engine", groundings=groundings[1:2])
+    assert [g.text for g in together[1]] == [g.text for g in alone[0]], "a prompt's grounded candidates do not depend on the batch"
+
+
 def test_engine_candidates_are_reproducible_per_prompt_and_differ(handle, prompts) -> None:
     together, rows = _texts(handle, prompts, SAMPLED, "engine")
     alone, _ = _texts(handle, prompts[2:3], SAMPLED, "engine")

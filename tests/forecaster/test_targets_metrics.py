@@ -96,3 +96,13 @@ def test_no_parsed_predictions_gives_empty_metrics_not_errors() -> None:
     assert stats["parse_rate"]["value"] == 0.0
     assert stats["binary_accuracy"]["value"] is None and stats["mcc"]["value"] is None
     assert stats["binary_accuracy_all"]["value"] == 0.0
+
+
+def test_the_analysis_reads_as_english() -> None:
+    from advisor.data.windows import Horizon
+    from advisor.forecaster.targets import Factor, describe
+
+    upbeat, worried, fall = Factor("post", 'Upbeat post: "x"'), Factor("post", 'Worried post: "y"'), Factor("move", "fell")
+    assert describe([upbeat], Horizon.WEEK, rising=True) == "an upbeat post"
+    assert describe([fall, worried], Horizon.WEEK, rising=False) == "a weekly fall and a worried post"
+    assert describe([upbeat, upbeat], Horizon.WEEK, rising=True) == "two upbeat posts"
