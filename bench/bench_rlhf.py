@@ -5,13 +5,11 @@
     the project's shared-prompt trainers (rlhf/shared_prompt.py) side by side on the same pairs, with
     the float32 matrix-multiply rate of this CPU measured in the same run as the ceiling;
   * with --full: the wall time of one whole ``advisor rlhf run`` for one user on 30 tickers x 20
-    training weeks (+ 4 held-out weeks), K=2 candidates. Projected from the stage rates the demo
-    prints: about 3 hours on a 2-core AVX2 CPU without bf16 units (sampling the 1,200 candidates
-    alone is ~13 s per prompt there); run it where there is time or a GPU.
+    training weeks (+ 4 held-out weeks), K=4 candidates, reward model and DPO 150 steps of 2 pairs
+    each, 120 held-out windows x 2; the loop prints its stage times as it goes.
 
 Run: .venv/bin/python bench/bench_rlhf.py [--steps 10] [--full]
-Needs the offline bundle and an SFT adapter in the model directory (``make demo`` trains one; the
-newest is used), or it trains a short one first.
+Needs the offline bundle; starts from the newest SFT adapter in the model directory, else the shipped one.
 """
 
 from __future__ import annotations
@@ -34,15 +32,12 @@ DEFAULT_BUNDLE = REPO.parent / "shared" / "data" / "stocknet"
 BASE = "SmolLM2-135M-Instruct"
 
 
-def sft_adapter(factory, model_dir: Path) -> Path:  # type: ignore[no-untyped-def]
-    candidates = sorted((model_dir / "adapters").glob("sft-run*"), key=lambda p: p.stat().st_mtime)
-    candidates = [c for c in candidates if (c / "adapter_model.safetensors").is_file()]
-    if candidates:
-        return candidates[-1]
-    from advisor.forecaster.sentiment import SentimentScorer
-    from advisor.forecaster.sft import SFTOptions, train_sft
+def sft_adapter(model_dir: Path) -> Path:
+    """The newest SFT adapter trained into ``model_dir``, else the one that ships with the project."""
+    from advisor.forecaster.shipped import shipped_adapter
 
-    return train_sft(factory, model_dir, SFTOptions(date(2014, 1, 1), date(2015, 3, 31), BASE, max_steps=20, check_prompts=0), SentimentScorer(None), progress=False).adapter_path
+    found = sorted((model_dir / "adapters").glob("sft-run*/adapter_model.safetensors"), key=lambda p: p.stat().st_mtime)
+    return found[-1].parent if found else shipped_adapter()
 
 
 def pairs(factory, model_dir: Path, n: int) -> list[dict]:  # type: ignore[no-untyped-def]
@@ -81,11 +76,11 @@ rows = read_rows(Path({str(rows_path)!r}))
 if {kind!r} == "reward":
     started = time.perf_counter()
     result = train_reward_model({BASE!r}, Path({str(model_dir)!r}), rows[:{steps} * 2], [], Path({str(out)!r}),
-                                RewardOptions(max_steps={steps}, shared_prompt={shared!r}), progress=False)
+                                RewardOptions(max_steps={steps}, shared_prompt={shared!r}, min_pairs=1), progress=False)
     metrics = dict(result.metrics)
 else:
     metrics = run(PreferenceSpec(method="dpo", base_model={BASE!r}, model_dir={str(model_dir)!r}, parent_adapter={str(adapter)!r},
-                                 rows_path={str(rows_path)!r}, out_dir={str(out)!r}, max_steps={steps}, progress=False, shared_prompt={shared!r}))
+                                 rows_path={str(rows_path)!r}, out_dir={str(out)!r}, max_steps={steps}, progress=False, shared_prompt={shared!r}, min_pairs=1))
 metrics["peak_rss_mb"] = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 print("RESULT", json.dumps(metrics))
 """
@@ -110,10 +105,12 @@ def pair_tokens(rows: list[dict], model_dir: Path) -> float:
     return total / (2 * len(rows))
 
 
-def matmul_gflops() -> float:
+def matmul_gflops(dtype_name: str) -> float:
+    """The matrix-multiply rate at the training precision (bf16 autocast where the CPU has bf16 units)."""
     import torch
 
-    a, b = torch.randn(512, 576), torch.randn(576, 1536)
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(512, 576, dtype=dtype), torch.randn(576, 1536, dtype=dtype)
     for _ in range(3):
         a @ b
     started = time.perf_counter()
@@ -143,13 +140,15 @@ def full_run(factory, model_dir: Path, data_dir: Path) -> None:  # type: ignore[
         tickers = tuple(PreloadedMarketStore(session).tickers()[:30])
     with session_scope(factory) as session:
         save_profile(session, "bench-user", ARCHETYPES["moderate"])
+    # the sizes of issue 17's bar: 600 training prompts x K=4; the reward model and DPO each one pass
+    # over up to 300 pairs (150 steps of 2)
     options = LoopOptions(train_period=(date(2014, 10, 1), date(2015, 2, 20)), eval_period=(date(2015, 3, 2), date(2015, 3, 31)),
-                          tickers=tickers, train_prompts=600, eval_prompts=120, candidates=2, rm_steps=30, dpo_steps=30)
+                          tickers=tickers, train_prompts=600, eval_prompts=120, candidates=4, eval_candidates=2, rm_steps=150, dpo_steps=150)
     started = time.perf_counter()
     result = run_loop(factory, model_dir, BASE, "bench-user", options, data_dir)
     elapsed = time.perf_counter() - started
     u = result.report.utility
-    print(f"full rlhf run (30 tickers x 20 weeks, K=2, 4 held-out weeks): {elapsed / 60:.1f} min; {result.counts}; "
+    print(f"full rlhf run (30 tickers x 20 weeks, K=4, 4 held-out weeks): {elapsed / 60:.1f} min; {result.counts}; "
           f"held-out utility tuned {u['tuned']['value']:.5f} vs parent {u['parent']['value']:.5f}; activated {result.activated}")
 
 
@@ -163,15 +162,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         factory = prepare(tmp / "bench.db", args.bundle, args.model_dir)
-        adapter = sft_adapter(factory, args.model_dir)
+        adapter = sft_adapter(args.model_dir)
         from rlhf.train_pref import write_rows
 
         rows = pairs(factory, args.model_dir, 2 * args.steps)
         rows_path = write_rows(rows, tmp / "pairs.jsonl")
         tokens = pair_tokens(rows, args.model_dir)
-        gflops = matmul_gflops()
+        from advisor.forecaster.training import Precision
+
+        precision = "bfloat16" if Precision.auto().bf16 else "float32"
+        gflops = matmul_gflops(precision)
         flops_per_token = 4 * non_embedding_parameters(args.model_dir)  # forward 2N + input gradients 2N (LoRA: no weight gradients)
-        print(f"this CPU: float32 matrix multiply {gflops:.0f} GFLOP/s; ceiling for LoRA training ~{gflops * 1e9 / flops_per_token:.0f} tokens/s "
+        print(f"this CPU: {precision} matrix multiply (the training precision) {gflops:.0f} GFLOP/s; ceiling for LoRA training ~{gflops * 1e9 / flops_per_token:.0f} tokens/s "
               f"(4 x {flops_per_token / 4 / 1e6:.0f} M non-embedding parameters per token); pairs of {tokens:.0f} tokens on average (prompt + both views)")
         for kind in ("reward", "dpo"):
             figures = {}

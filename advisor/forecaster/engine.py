@@ -573,25 +573,21 @@ class DecoderEngine:
         positions = torch.tensor([s + j for s, n in zip(starts, lengths, strict=True) for j in range(n)], device=device)  # [N]
         group = self.n_heads // self.n_kv
         # Attention in two parts, so no row pays for another row's chunk length: every row's last token
-        # in one batched product over the rows' caches (the plain decode step), then each longer chunk's
-        # earlier tokens against its own row's cache (a view: nothing copied).
-        # Keys and values are read over each row's whole cache buffer (masked past its position): a
-        # prefix slice of the buffer is not one strided matrix per head, and the batched product would
-        # first copy it (that copy was 80% of a decode step's time here).
-        key_len = keys_total = cache[0][0].shape[2]
+        # in one batched product over the rows' caches (the plain decode step), then the longer chunks'
+        # earlier tokens in a few batched products, one per bucket of similar chunk lengths (padded to
+        # the bucket's longest: at most 2x the work, a handful of products instead of one per row;
+        # one per row was half of a decode step's time when most rows had just finished a forced run).
+        # The last tokens read keys and values over each row's whole cache buffer (masked past its
+        # position): a prefix slice of the buffer is not one strided matrix per head, and the batched
+        # product would first copy it (that copy was 80% of a decode step's time here).
+        key_len = cache[0][0].shape[2]
         last_positions = start + torch.tensor(lengths, device=device) - 1
         masked = torch.arange(key_len, device=device)[None, :] > last_positions[:, None]  # [B, L]
         bias = torch.zeros(masked.shape, dtype=self.dtype, device=device).masked_fill(masked, float("-inf"))[:, None, None, :]
         packed_starts = [0]
         for n in lengths[:-1]:
             packed_starts.append(packed_starts[-1] + n)
-        longer = [(row, packed_starts[row], lengths[row] - 1, starts[row]) for row in range(batch) if lengths[row] > 1]
-        causal = {}
-        for _row, _at, extra, begin in longer:  # mask of `extra` queries at begin.. over keys [0, begin + extra)
-            if (extra, begin) not in causal:
-                key = torch.arange(keys_total, device=device)[None, :] > (begin + torch.arange(extra, device=device))[:, None]
-                row_bias = torch.zeros(key.shape, dtype=self.dtype, device=device).masked_fill(key, float("-inf"))
-                causal[(extra, begin)] = row_bias[:, None, :].expand(extra, group, keys_total).reshape(extra * group, keys_total)
+        buckets = self._chunk_buckets([(row, packed_starts[row], lengths[row] - 1, starts[row]) for row in range(batch) if lengths[row] > 1])
         last = torch.tensor([a + n - 1 for a, n in zip(packed_starts, lengths, strict=True)], device=device)  # each row's last packed token
         x = F.embedding(ids, self.embed)[None]  # [1, N, H]
         cos, sin = self.rotary(x, positions[None])
@@ -613,17 +609,19 @@ class DecoderEngine:
             grouped = q[last].reshape(batch, self.n_kv, group, self.head_dim)
             scores = torch.matmul(grouped, cached_k.transpose(-1, -2)) * self.scale + bias
             at_last = torch.matmul(torch.softmax(scores, dim=-1), cached_v).reshape(batch, q_size)
-            if longer:
+            if buckets:
                 out = torch.empty(n, q_size, dtype=at_last.dtype, device=device)
                 out[last] = at_last
-                for row, at, extra, begin in longer:
-                    # [n_kv, extra * group, hd]: query head h = kv * group + g, as in the batched product
-                    chunk_q = q[at : at + extra].reshape(extra, self.n_kv, group, self.head_dim).permute(1, 0, 2, 3).reshape(self.n_kv, extra * group, self.head_dim)
-                    row_k = keys[index][row]
-                    row_v = values[index][row]
-                    row_scores = torch.matmul(chunk_q, row_k.transpose(-1, -2)) * self.scale + causal[(extra, begin)]
-                    row_out = torch.matmul(torch.softmax(row_scores, dim=-1), row_v)  # [n_kv, extra * group, hd]
-                    out[at : at + extra] = row_out.reshape(self.n_kv, extra, group, self.head_dim).permute(1, 0, 2, 3).reshape(extra, q_size)
+                for bucket in buckets:
+                    # queries [R, M, heads, hd] -> [R, n_kv, M * group, hd]: query head h = kv * group + g
+                    rows_q = q[bucket.query_index].view(bucket.rows, bucket.width, self.n_kv, group, self.head_dim)
+                    rows_q = rows_q.permute(0, 2, 1, 3, 4).reshape(bucket.rows, self.n_kv, bucket.width * group, self.head_dim)
+                    rows_k = keys[index][bucket.cache_rows, :, : bucket.key_len]
+                    rows_v = values[index][bucket.cache_rows, :, : bucket.key_len]
+                    rows_scores = torch.matmul(rows_q, rows_k.transpose(-1, -2)) * self.scale + bucket.bias
+                    rows_out = torch.matmul(torch.softmax(rows_scores, dim=-1), rows_v)  # [R, n_kv, M * group, hd]
+                    rows_out = rows_out.view(bucket.rows, self.n_kv, bucket.width, group, self.head_dim).permute(0, 2, 1, 3, 4)
+                    out[bucket.packed_index] = rows_out.reshape(bucket.rows * bucket.width, q_size)[bucket.valid]
                 out = out[None]
             else:
                 out = at_last[None]
@@ -634,6 +632,50 @@ class DecoderEngine:
             x = x + layer.down(self.act(gate) * up)
         return self.head(self._norm(x[0, last], self.final_norm)).float()
 
+    def _chunk_buckets(self, longer: list[tuple[int, int, int, int]]) -> list[_ChunkBucket]:
+        """Group rows ``(row, packed start, extra tokens, first position)`` whose chunks have more than one
+        token into buckets of chunk lengths within 2x of each other, with their gather indices and masks."""
+        import torch
+
+        device = self.device
+        group = self.n_heads // self.n_kv
+        by_size: dict[int, list[tuple[int, int, int, int]]] = {}
+        for item in longer:
+            by_size.setdefault((item[2] - 1).bit_length(), []).append(item)
+        buckets = []
+        for members in by_size.values():
+            width = max(extra for _, _, extra, _ in members)
+            key_len = max(begin + extra for _, _, extra, begin in members)
+            # padded queries repeat the row's first one (their outputs are dropped)
+            query_index = torch.tensor([[at + (j if j < extra else 0) for j in range(width)] for _, at, extra, _ in members], device=device)
+            valid = torch.tensor([j < extra for _, _, extra, _ in members for j in range(width)], device=device)
+            begins = torch.tensor([begin for _, _, _, begin in members], device=device)
+            query_positions = begins[:, None] + torch.arange(width, device=device)[None, :]  # [R, M]
+            blocked = torch.arange(key_len, device=device)[None, None, :] > query_positions[:, :, None]  # [R, M, L]
+            row_bias = torch.zeros(blocked.shape, dtype=self.dtype, device=device).masked_fill(blocked, float("-inf"))
+            row_bias = row_bias[:, :, None, :].expand(len(members), width, group, key_len).reshape(len(members), 1, width * group, key_len)
+            buckets.append(_ChunkBucket(
+                rows=len(members), width=width, key_len=key_len,
+                cache_rows=torch.tensor([row for row, _, _, _ in members], device=device),
+                query_index=query_index.reshape(-1),
+                packed_index=torch.tensor([at + j for _, at, extra, _ in members for j in range(extra)], device=device),
+                valid=valid, bias=row_bias,
+            ))
+        return buckets
+
+
+@dataclass
+class _ChunkBucket:
+    """Rows of a ragged step whose chunks' earlier tokens are attended in one padded batched product."""
+
+    rows: int
+    width: int  # queries per row after padding (the bucket's longest chunk minus its last token)
+    key_len: int  # cache positions any of its queries reads
+    cache_rows: Any  # [R] cache slots
+    query_index: Any  # [R * width] packed token of each (row, query); padding repeats the row's first
+    packed_index: Any  # packed tokens that are real queries, in (row, query) order
+    valid: Any  # [R * width] which (row, query) are real
+    bias: Any  # [R, 1, width * group, key_len] causal mask per row
 
 def _constrain(logits: Any, sequences: Sequence[_Sequence | None]) -> Any:
     """Mask each constrained row's logits to the tokens its grounding allows (in place)."""
