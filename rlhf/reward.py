@@ -17,14 +17,14 @@ from typing import Any
 
 from advisor.forecaster.loading import prepare_tokenizer
 from advisor.forecaster.modelstore import resolve_model_path
-from advisor.forecaster.training import Precision
+from advisor.forecaster.training import Precision, training_attention
 
 from rlhf.train_pref import MIN_DPO_PAIRS
 
 MIN_PAIRS = MIN_DPO_PAIRS  # the same floor as DPO: fewer pairs cannot fit a score head that ranks anything
 
 
-def load_scoring_model(base_path: Path):  # type: ignore[no-untyped-def]
+def load_scoring_model(base_path: Path, attention: str = "sdpa"):  # type: ignore[no-untyped-def]
     """The base causal LM with a one-output score head. The head is new by design, so transformers' load
     report ("score.weight MISSING ... newly initialized") is silenced here and only here."""
     import torch
@@ -34,7 +34,7 @@ def load_scoring_model(base_path: Path):  # type: ignore[no-untyped-def]
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        return AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1, dtype=torch.float32)
+        return AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1, dtype=torch.float32, attn_implementation=attention)
     finally:
         hf_logging.set_verbosity(verbosity)
 
@@ -83,7 +83,7 @@ def train_reward_model(
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     prepare_tokenizer(tokenizer)
     tokenizer.padding_side = "right"
-    model = load_scoring_model(base_path)
+    model = load_scoring_model(base_path, training_attention())
     model.config.pad_token_id = tokenizer.pad_token_id
     precision = Precision.auto()
     config = RewardConfig(

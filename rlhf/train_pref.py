@@ -143,7 +143,7 @@ def run(spec: PreferenceSpec) -> dict[str, Any]:
     from advisor.errors import AdvisorError
     from advisor.forecaster.loading import prepare_tokenizer
     from advisor.forecaster.modelstore import resolve_model_path
-    from advisor.forecaster.training import Precision
+    from advisor.forecaster.training import Precision, training_attention
 
     rows = read_rows(Path(spec.rows_path))
     minimum = spec.min_pairs if spec.method == "dpo" else MIN_KTO_EXAMPLES
@@ -160,7 +160,7 @@ def run(spec: PreferenceSpec) -> dict[str, Any]:
     base_path = resolve_model_path(spec.base_model, Path(spec.model_dir))
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     prepare_tokenizer(tokenizer)
-    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32, attn_implementation=training_attention())
     policy = PeftModel.from_pretrained(base, spec.parent_adapter, is_trainable=True)
     precision = Precision.auto()
     # Reference log-probs are precomputed once (a forward pass per row) instead of at every step. A

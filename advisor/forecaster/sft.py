@@ -36,7 +36,7 @@ from advisor.forecaster.sentiment import SentimentScorer
 from advisor.forecaster.service import WindowConfig, forecast_windows
 from advisor.forecaster.stocknet import stocknet_keeps
 from advisor.forecaster.targets import sft_target
-from advisor.forecaster.training import CompletionLogitsSFTTrainer, Precision
+from advisor.forecaster.training import CompletionLogitsSFTTrainer, Precision, training_attention
 from advisor.forecaster.versions import base_key, ensure_model_version
 from db.engine import session_scope
 from db.models import TrainingRun
@@ -210,7 +210,7 @@ def _train(
     console.print(f"SFT data: {len(rows)} windows from {snapshot['tickers']} tickers, {snapshot['first_decision']} .. {snapshot['last_decision']}")
 
     precision = Precision.auto()
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32, attn_implementation=training_attention())
     # Run ids are per database; the suffix keeps databases that share a model directory apart.
     out_dir = model_dir / "adapters" / f"{options.version_kind()}-run{run_id}-{uuid.uuid4().hex[:8]}"
     config = SFTConfig(

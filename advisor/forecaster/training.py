@@ -45,6 +45,46 @@ class Precision:
         return cls(use_cpu=True, bf16=cpu_has_native_bf16())
 
 
+FLOAT32_SDPA = "sdpa_float32"
+
+
+def training_attention() -> str:
+    """The attention implementation to load a model for training with.
+
+    On a CPU under bf16 autocast the query, key and value reach PyTorch's CPU flash-attention kernel in
+    bfloat16, where it was a third of a training step here (1.57 s backward + 0.74 s forward of a 6.4 s
+    step, 4 x 490 tokens). The same kernel in float32 is faster on this CPU (one step 6.4 -> 6.0 s)
+    and more precise, so attention runs in float32 and its output is cast back; everything else stays
+    under autocast. On a GPU, or without bf16, transformers' own ``sdpa``.
+    """
+    if torch.cuda.is_available() or not Precision.auto().bf16:
+        return "sdpa"
+    register_float32_sdpa()
+    return FLOAT32_SDPA
+
+
+def register_float32_sdpa() -> None:
+    """Register the float32 attention under :data:`FLOAT32_SDPA`, with the masks transformers builds for ``sdpa``."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    if FLOAT32_SDPA not in AttentionInterface._global_mapping:
+        AttentionInterface.register(FLOAT32_SDPA, _sdpa_in_float32)
+    if FLOAT32_SDPA not in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping:
+        ALL_MASK_ATTENTION_FUNCTIONS.register(FLOAT32_SDPA, sdpa_mask)
+
+
+def _sdpa_in_float32(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any, **kwargs: Any) -> Any:
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    dtype = query.dtype
+    if attention_mask is not None and attention_mask.is_floating_point():
+        attention_mask = attention_mask.float()
+    with torch.autocast(query.device.type, enabled=False):
+        out, weights = sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask, **kwargs)
+    return out.to(dtype), weights
+
+
 def completion_loss(model: Any, inputs: dict[str, torch.Tensor], num_items_in_batch: Any = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Mean next-token loss over labelled positions, computing logits only where needed.
 

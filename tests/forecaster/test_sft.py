@@ -35,6 +35,28 @@ def test_completion_loss_equals_the_full_loss(tiny_model_dir: Path) -> None:
     assert count == int((labels[:, 1:] != -100).sum()) and 0 <= int(correct) <= count
 
 
+def test_float32_attention_under_bf16_autocast_matches_the_float32_model_and_trains(tiny_model_dir: Path) -> None:
+    """Training's attention (training.py): computed in float32 inside bf16 autocast, padded rows included."""
+    from transformers import AutoModelForCausalLM
+
+    from advisor.forecaster.training import FLOAT32_SDPA, register_float32_sdpa
+
+    register_float32_sdpa()
+    reference = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation=FLOAT32_SDPA)
+    torch.manual_seed(0)
+    ids = torch.randint(0, 1000, (2, 24))
+    mask = torch.ones_like(ids)
+    mask[1, 18:] = 0  # a right-padded row
+    expected = reference(input_ids=ids, attention_mask=mask).logits
+    assert torch.allclose(model(input_ids=ids, attention_mask=mask).logits, expected, atol=1e-5)  # float32 in: the same, padding too
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(input_ids=ids, attention_mask=mask).logits
+    assert torch.isfinite(logits).all() and (logits.float() - expected).abs().max() < 0.5
+    logits.float()[mask.bool()].logsumexp(-1).mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+
+
 def test_the_detached_prompt_loss_has_the_same_value_and_trains_the_answer_path(tiny_model_dir: Path) -> None:
     """Same loss value (right-padded rows, as TRL's collator pads); gradients flow into every layer."""
     from transformers import AutoModelForCausalLM
