@@ -15,6 +15,7 @@ to set them is rejected.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
@@ -31,7 +32,9 @@ DEFAULT_BASE_MODEL = "SmolLM2-135M-Instruct"
 
 _config_values: ContextVar[dict[str, Any]] = ContextVar("_config_values", default={})
 
-_SECRET_NAMES = {"alpaca_api_key", "alpaca_secret_key", "api_key", "secret_key", "api_key_id", "secret"}
+# A config-file key that looks like a credential (any spelling: APCA_API_SECRET_KEY, key_id, secret_access,
+# alpaca_key_id, password, token...) is refused: keys come from the environment only.
+_SECRET_KEY_PATTERN = re.compile(r"secret|key_?id|api_?key|passw|token|passphrase|credential|^apca_", re.IGNORECASE)
 
 
 class BrokerSettings(BaseModel):
@@ -155,7 +158,7 @@ def _find_secret_keys(values: dict[str, Any], prefix: str = "") -> set[str]:
     found: set[str] = set()
     for key, value in values.items():
         name = f"{prefix}{key}"
-        if key.lower() in _SECRET_NAMES:
+        if _SECRET_KEY_PATTERN.search(str(key)):
             found.add(name)
         if isinstance(value, dict):
             found |= _find_secret_keys(value, prefix=f"{name}.")
@@ -175,9 +178,18 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         source = f" (config file {path})" if path else ""
-        raise ConfigError(f"invalid settings{source}: {exc}") from exc
+        raise ConfigError(f"invalid settings{source}: {describe_validation_error(exc)}") from None
     finally:
         _config_values.reset(token)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """Where and what, never the value given (it may be a key pasted into the wrong place)."""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(part) for part in error.get("loc", ())) or "settings"
+        problems.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "; ".join(problems)
 
 
 class AlpacaCredentials(BaseSettings):

@@ -136,7 +136,7 @@ def step_database(rt: Runtime, console: Console) -> None:
     _heading(console, "1. Database")
     before, after = rt.init_database()
     state = "up to date" if before == after else f"migrated {before or 'empty'} -> {after}"
-    console.print(f"{rt.settings.resolved_database_url}: {state}")
+    console.print(f"{rt.database_label}: {state}")
 
 
 def step_import(rt: Runtime, options: DemoOptions, console: Console) -> bool:

@@ -144,8 +144,10 @@ def full_run(factory, model_dir: Path, data_dir: Path) -> None:  # type: ignore[
     # over up to 300 pairs (150 steps of 2)
     options = LoopOptions(train_period=(date(2014, 10, 1), date(2015, 2, 20)), eval_period=(date(2015, 3, 2), date(2015, 3, 31)),
                           tickers=tickers, train_prompts=600, eval_prompts=120, candidates=4, eval_candidates=2, rm_steps=150, dpo_steps=150)
+    from rich.console import Console
+
     started = time.perf_counter()
-    result = run_loop(factory, model_dir, BASE, "bench-user", options, data_dir)
+    result = run_loop(factory, model_dir, BASE, "bench-user", options, data_dir, Console())  # the loop prints its stage times
     elapsed = time.perf_counter() - started
     u = result.report.utility
     print(f"full rlhf run (30 tickers x 20 weeks, K=4, 4 held-out weeks): {elapsed / 60:.1f} min; {result.counts}; "

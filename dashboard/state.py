@@ -43,7 +43,7 @@ def runtime() -> Runtime:
     env_key = "|".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("ADVISOR_"))
     rt = _runtime(args["config"], args["data_dir"], args["database_url"], args["model_dir"], env_key)
     if not rt.database_is_current():
-        st.error(f"The database at {rt.settings.resolved_database_url} is not initialised. Run `advisor init` (or `make demo`) first.")
+        st.error(f"The database at {rt.database_label} is not initialised. Run `advisor init` (or `make demo`) first.")
         st.stop()
     return rt
 
@@ -143,7 +143,7 @@ def setup() -> Runtime:
     is always there, whichever page a visitor lands on)."""
     rt = runtime()
     user_selector(rt)
-    st.sidebar.caption(f"database: {rt.settings.resolved_database_url}")
+    st.sidebar.caption(f"database: {rt.database_label}")
     return rt
 
 

@@ -6,12 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 DEMO_ORDER = 200
 
 profile_app = typer.Typer(help="Risk profile: the questionnaire and its versions.", no_args_is_help=True)
 feedback_app = typer.Typer(help="Tell the advisor which views you prefer.", no_args_is_help=True)
+MAX_ROW_ID = 2**63 - 1  # database ids are signed 64-bit; a larger number is a usage error, not an OverflowError
 rlhf_app = typer.Typer(help="Tune a user's adapter on their preferences (reward model + DPO/KTO).", no_args_is_help=True)
 
 
@@ -22,8 +24,10 @@ def _answers(text: str) -> dict[str, str]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         if "=" not in item:
             raise InputValidationError(f"answers look like horizon=2,goal=1,...; got '{item}'", field="answers")
-        key, value = item.split("=", 1)
-        pairs[key.strip()] = value.strip()
+        key, value = (part.strip() for part in item.split("=", 1))
+        if key in pairs:
+            raise InputValidationError(f"'{key}' is answered twice ({key}={pairs[key]} and {key}={value}); give each answer once", field="answers")
+        pairs[key] = value
     return pairs
 
 
@@ -68,7 +72,7 @@ def set_profile(
             given[q.key] = typer.prompt("your answer", type=int)
     with rt.session() as session:
         profile, created = save_profile(session, user, given)
-        console.print(("saved" if created else "unchanged:") + f" {user}'s profile version {profile.version} — {score_answers(given).describe()}")
+        console.print(("saved" if created else "unchanged:") + f" {escape(user)}'s profile version {profile.version} — {score_answers(given).describe()}")
 
 
 @profile_app.command("show")
@@ -91,8 +95,8 @@ def show_profile(ctx: typer.Context, user: str = typer.Option(...)) -> None:
 def choose(
     ctx: typer.Context,
     user: str = typer.Option(...),
-    a: int = typer.Option(..., "--a", help="Forecast id of view A."),
-    b: int = typer.Option(..., "--b", help="Forecast id of view B."),
+    a: int = typer.Option(..., "--a", min=1, max=MAX_ROW_ID, help="Forecast id of view A."),
+    b: int = typer.Option(..., "--b", min=1, max=MAX_ROW_ID, help="Forecast id of view B."),
     choice: str = typer.Option(..., help="a, b or both_bad."),
     comment: str | None = typer.Option(None),
 ) -> None:
@@ -113,7 +117,7 @@ def choose(
 def rate(
     ctx: typer.Context,
     user: str = typer.Option(...),
-    forecast: int = typer.Option(..., help="Forecast id."),
+    forecast: int = typer.Option(..., min=1, max=MAX_ROW_ID, help="Forecast id."),
     up: bool = typer.Option(..., "--up/--down", help="Thumbs up or down."),
     comment: str | None = typer.Option(None),
 ) -> None:
@@ -216,7 +220,6 @@ def compare_command(
 
 
 def print_loop(result: Any, console: Any) -> None:
-    from rich.markup import escape
 
     console.print(result.report.markdown(), markup=False, highlight=False, soft_wrap=True)
     if result.tuned_version_id is None:
@@ -256,7 +259,7 @@ def register_cli(app: typer.Typer) -> None:
     app.add_typer(rlhf_app, name="rlhf")
 
     @model_app.command("activate")
-    def activate_command(ctx: typer.Context, user: str = typer.Option(...), version: int = typer.Option(..., help="Model version id.")) -> None:
+    def activate_command(ctx: typer.Context, user: str = typer.Option(...), version: int = typer.Option(..., min=1, max=MAX_ROW_ID, help="Model version id.")) -> None:
         """Make a model version the one that writes this user's views."""
         from advisor.cli.common import console, ensure_database, runtime
         from rlhf.profiles import get_user
@@ -266,7 +269,7 @@ def register_cli(app: typer.Typer) -> None:
         ensure_database(rt)
         with rt.session() as session:
             activate(session, get_user(session, user), version, "activated by the user")
-        console.print(f"{user} now uses model version {version}")
+        console.print(f"{escape(user)} now uses model version {version}")
 
     @model_app.command("rollback")
     def rollback_command(ctx: typer.Context, user: str = typer.Option(...)) -> None:
@@ -279,7 +282,7 @@ def register_cli(app: typer.Typer) -> None:
         ensure_database(rt)
         with rt.session() as session:
             version = rollback(session, get_user(session, user))
-            console.print(f"{user} rolled back to model version {version.id} ({version.name})")
+            console.print(f"{escape(user)} rolled back to model version {version.id} ({escape(version.name)})")
 
 
 def demo_step(context: Any) -> None:

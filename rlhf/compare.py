@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -192,7 +193,7 @@ def compare_users(
                                                (parent_name, t.parent_adapter_path, Personalisation(), t.parent_id)):
             if name in views:
                 continue
-            console.print(f"[dim]{time.monotonic() - started:6.0f}s[/dim] greedy views of {name} on {len(windows)} windows", soft_wrap=True)
+            console.print(f"[dim]{time.monotonic() - started:6.0f}s[/dim] greedy views of {escape(name)} on {len(windows)} windows", soft_wrap=True)
             handle = load_model(ModelSpec(base=base_model, adapter=Path(adapter) if adapter else None), model_dir)
             with factory() as session:
                 outcomes = forecast_windows(session, handle, windows, greedy, PromptConfig(), who)

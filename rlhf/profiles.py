@@ -141,6 +141,9 @@ ARCHETYPES: dict[str, dict[str, int]] = {
 }
 
 
+MAX_USER_NAME = 100  # users.name is VARCHAR(100)
+
+
 def get_user(session: Session, name: str) -> User:
     user = session.scalar(select(User).where(User.name == name))
     if user is None:
@@ -152,6 +155,10 @@ def ensure_user(session: Session, name: str, *, simulated: bool = False) -> User
     name = name.strip()
     if not name:
         raise InputValidationError("user name must not be empty", field="user")
+    if len(name) > MAX_USER_NAME:
+        raise InputValidationError(f"user name is {len(name)} characters long; at most {MAX_USER_NAME}", field="user")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise InputValidationError("user name must not contain control characters (tabs, newlines, NUL)", field="user")
     user = session.scalar(select(User).where(User.name == name))
     if user is None:
         user = User(name=name, is_simulated=simulated)

@@ -16,6 +16,7 @@ from advisor.config import load_settings
 from advisor.errors import AdvisorError
 from advisor.plugins import plugins
 from advisor.runtime import Runtime
+from db.locks import LockTimeoutError
 
 app = typer.Typer(
     name="advisor",
@@ -52,7 +53,7 @@ def init(ctx: typer.Context) -> None:
     """Create the database or migrate it to the latest schema."""
     rt = runtime(ctx)
     before, after = rt.init_database()
-    where = rt.settings.resolved_database_url
+    where = rt.database_label
     if before == after:
         console.print(f"database {where} is up to date (revision {after})")
     else:
@@ -101,7 +102,7 @@ def main() -> None:
     quiet_third_party_logs()
     try:
         app(standalone_mode=False, prog_name="advisor")
-    except AdvisorError as exc:
+    except (AdvisorError, LockTimeoutError) as exc:
         err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):

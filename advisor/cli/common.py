@@ -41,7 +41,7 @@ def ensure_database(rt: Runtime) -> None:
     """Commands that read or write data need a migrated database; say how to get one."""
     if not rt.database_is_current():
         raise AdvisorError(
-            f"the database at {rt.settings.resolved_database_url} is not initialised or not migrated: run 'advisor init'"
+            f"the database at {rt.database_label} is not initialised or not migrated: run 'advisor init'"
         )
 
 

@@ -6,6 +6,7 @@ from collections import Counter
 from datetime import timedelta
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from advisor.cli.common import console, ensure_database, parse_date, parse_tickers, runtime
@@ -157,4 +158,4 @@ def kill_command(
     user_id, params = _user(rt, user)
     paper = _broker(rt, broker, user_id, params.max_weight, as_of)
     canceled = kill(rt.session_factory, paper, user_id)
-    console.print(f"kill switch on for {user} ({paper.name}): {len(canceled)} open orders canceled")
+    console.print(f"kill switch on for {escape(user)} ({paper.name}): {len(canceled)} open orders canceled")

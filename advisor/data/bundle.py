@@ -34,6 +34,9 @@ TICKER_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9.\-]{0,15}$")
 DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|\+00:00)$"
 INTEGER_PATTERN = r"^-?\d+$"
+MAX_INTEGER_DIGITS = 18  # counts (volume, followers, reposts) below 10^18 fit a signed 64-bit column
+MAX_EXTERNAL_ID = 64  # text_items.external_id
+MAX_AUTHOR = 100  # text_items.author
 
 
 @dataclass
@@ -148,6 +151,21 @@ def _check_pattern(frame: pd.DataFrame, path: Path, column: str, pattern: str, w
         _fail(path, bad, column, f"{what} expected, got {_value_at(frame, bad, column)}")
 
 
+def _whole_numbers(frame: pd.DataFrame, path: Path, column: str) -> pd.Series:
+    """A column of whole numbers (pattern already checked) as int64, refusing values a 64-bit column cannot hold."""
+    digits = frame[column].str.lstrip("-").str.lstrip("0").str.len()
+    bad = (digits > MAX_INTEGER_DIGITS).to_numpy()
+    if bad.any():
+        _fail(path, bad, column, f"{_value_at(frame, bad, column)} is too large (at most {MAX_INTEGER_DIGITS} digits)")
+    return frame[column].astype(np.int64)
+
+
+def _check_length(frame: pd.DataFrame, path: Path, column: str, limit: int) -> None:
+    bad = (frame[column].str.len() > limit).to_numpy()
+    if bad.any():
+        _fail(path, bad, column, f"longer than {limit} characters ({int(frame[column].str.len().max())})")
+
+
 def _check_tickers(frame: pd.DataFrame, path: Path, known: set[str]) -> None:
     bad = ~frame["ticker"].isin(known).to_numpy()
     if bad.any():
@@ -204,13 +222,18 @@ def _validate_prices(frame: pd.DataFrame, path: Path, known: set[str], today: da
             _fail(path, bad, column, f"price must be positive, got {_value_at(frame, bad, column)}")
         out[column] = values.astype(float)
     _check_pattern(frame, path, "volume", INTEGER_PATTERN, "whole-number volume")
-    volume = frame["volume"].astype(np.int64)
+    volume = _whole_numbers(frame, path, "volume")
     _fail(path, (volume < 0).to_numpy(), "volume", "volume must not be negative")
     out["volume"] = volume
     bad = (out["high"] < out["low"]).to_numpy()
     if bad.any():
         i = int(np.argmax(bad))
         _fail(path, bad, "high", f"high {out['high'].iloc[i]} is below low {out['low'].iloc[i]}")
+    for column in ("open", "close"):  # a day's open and close lie within its range
+        bad = ((out[column] < out["low"]) | (out[column] > out["high"])).to_numpy()
+        if bad.any():
+            i = int(np.argmax(bad))
+            _fail(path, bad, column, f"{column} {out[column].iloc[i]} is outside the day's range [low {out['low'].iloc[i]}, high {out['high'].iloc[i]}]")
     dup = out.duplicated(["ticker", "date"], keep=False).to_numpy()
     if dup.any():
         first_dup = out.duplicated(["ticker", "date"], keep="first").to_numpy()
@@ -244,11 +267,20 @@ def _validate_tweets(frame: pd.DataFrame, path: Path, known: set[str], today: da
     if bad.any():
         _fail(path, bad, "created_at_utc", f"invalid timestamp {_value_at(frame, bad, 'created_at_utc')}")
     _check_not_future(published.dt.date, path, "created_at_utc", today)
+    bad = (published < pd.Timestamp(market_calendar.CALENDAR_START, tz="UTC")).to_numpy()
+    if bad.any():
+        _fail(path, bad, "created_at_utc", f"{_value_at(frame, bad, 'created_at_utc')} is before the {market_calendar.EXCHANGE} calendar starts ({market_calendar.CALENDAR_START})")
     for column in ("tweet_id", "user_id", "user_followers", "retweet_count"):
         _check_pattern(frame, path, column, r"^\d+$", "non-negative whole number")
+    _check_length(frame, path, "tweet_id", MAX_EXTERNAL_ID)
+    _check_length(frame, path, "user_id", MAX_AUTHOR)
+    followers, reposts = _whole_numbers(frame, path, "user_followers"), _whole_numbers(frame, path, "retweet_count")
     bad = (frame["text"].str.strip() == "").to_numpy()
     if bad.any():
         _fail(path, bad, "text", "empty text")
+    bad = frame["text"].str.contains("\x00", regex=False).to_numpy()
+    if bad.any():
+        _fail(path, bad, "text", "contains a NUL character")
 
     exact_dup = frame.duplicated(keep="first").to_numpy()
     collapsed = int(exact_dup.sum())
@@ -271,8 +303,8 @@ def _validate_tweets(frame: pd.DataFrame, path: Path, known: set[str], today: da
             "published_at": published.to_numpy(),
             "text": frame["text"].to_numpy(),
             "author": frame["user_id"].to_numpy(),
-            "author_followers": frame["user_followers"].astype(np.int64).to_numpy(),
-            "repost_count": frame["retweet_count"].astype(np.int64).to_numpy(),
+            "author_followers": followers[keep].to_numpy(),
+            "repost_count": reposts[keep].to_numpy(),
         }
     )
     out["published_at"] = pd.to_datetime(out["published_at"], utc=True)

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from advisor.data.bundle import Bundle, read_bundle
 from db.engine import session_scope
+from db.locks import exclusive
 from db.models import Company, DailyBar, TextItem
 from db.types import utcnow
 
@@ -70,7 +71,7 @@ def import_bundle(
     """Validate the whole bundle first, then write it in one transaction."""
     bundle = read_bundle(directory, today=today)
     summary = ImportSummary(source=str(bundle.directory), notes=list(bundle.notes))
-    with session_scope(factory) as session:
+    with exclusive(factory.kw["bind"], "bundle import"), session_scope(factory) as session:  # a second import waits, then adds nothing
         write_bundle(session, bundle, summary, progress=progress)
     return summary
 

@@ -51,6 +51,7 @@ from alpaca.trading.models import Clock, Order, Position, TradeAccount
 from alpaca.trading.requests import GetOrdersRequest, MarketOrderRequest
 from pydantic import SecretStr
 from pydantic import ValidationError as PydanticValidationError
+from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from advisor.config import ALPACA_PAPER_URL, BrokerSettings, alpaca_credentials
 from advisor.trading.broker import (
@@ -335,18 +336,23 @@ class AlpacaPaperBroker(Broker):
         raise mapped from None
 
     def _read(self, what: str, call: Callable[[], T]) -> T:
-        """A call that is safe to repeat: retried on TemporaryBrokerError with exponential backoff."""
+        """A call that is safe to repeat: retried on TemporaryBrokerError with exponential backoff (tenacity;
+        ``read_retries`` more attempts after the first, waits ``backoff_s`` x 1, 2, 4, ...)."""
         attempts = self.read_retries + 1
-        for attempt in range(1, attempts + 1):
-            try:
-                return self._call(what, call)
-            except TemporaryBrokerError as exc:
-                if attempt == attempts:
-                    raise TemporaryBrokerError(f"{exc} (gave up after {attempts} attempts)") from None
-                delay = self.backoff_s * 2 ** (attempt - 1)
-                log.warning("Alpaca %s failed (attempt %d/%d), retrying in %.2f s: %s", what, attempt, attempts, delay, exc)
-                self._sleep(delay)
-        raise AssertionError("unreachable")
+
+        def say(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome is not None else None
+            delay = state.next_action.sleep if state.next_action is not None else 0.0
+            log.warning("Alpaca %s failed (attempt %d/%d), retrying in %.2f s: %s", what, state.attempt_number, attempts, delay, error)
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(TemporaryBrokerError), stop=stop_after_attempt(attempts),
+            wait=wait_exponential(multiplier=self.backoff_s, min=0), sleep=self._sleep, before_sleep=say,
+        )
+        try:
+            return retrying(self._call, what, call)
+        except RetryError as exc:
+            raise TemporaryBrokerError(f"{exc.last_attempt.exception()} (gave up after {attempts} attempts)") from None
 
     # ------------------------------------------------------------------ orders
 

@@ -53,6 +53,7 @@ from advisor.trading.errors import (
     TemporaryBrokerError,
 )
 from db.engine import session_scope
+from db.locks import exclusive
 from db.models import BotEvent, BotState, Fill, Order, Position
 from db.types import utcnow
 
@@ -142,9 +143,18 @@ class RebalanceBot:
             session.flush()
         return row
 
+    def check_not_backwards(self, week: date) -> None:
+        """Refuse a decision week before the last one traded: its fills would be dated before fills already made."""
+        with self.factory() as session:
+            last = session.scalar(select(BotState.last_decision_week).where(BotState.user_id == self.user_id, BotState.broker == self.broker.name))
+        if last is not None and week < last:
+            raise AdvisorError(f"week {week} is before the last week this account traded ({last}): the bot only moves forward; "
+                               "use a later --as-of, or another user for a historical replay")
+
     def killed(self) -> bool:
-        with session_scope(self.factory) as session:
-            return self.state(session).kill_requested
+        with self.factory() as session:  # read only: a bot that never ran has no state row and is not killed
+            row = session.scalar(select(BotState).where(BotState.user_id == self.user_id, BotState.broker == self.broker.name))
+            return bool(row is not None and row.kill_requested)
 
     def ensure_alive(self) -> None:
         if self.killed():
@@ -250,7 +260,9 @@ class RebalanceBot:
             with self.factory() as session:
                 have = self.views(session, week, options.tickers)
             missing = tuple(t for t, v in have.items() if v is None)
-            if missing:
+            if missing and options.dry_run:  # a dry run writes nothing, views included
+                report.messages.append(f"no view yet for {', '.join(missing)} (week {week}): a real run generates them first")
+            elif missing:
                 self.generate_views(week, missing)
                 self.log(f"generated views for {', '.join(missing)} (week {week})")
         with self.factory() as session:
@@ -453,6 +465,14 @@ class RebalanceBot:
     # ------------------------------------------------------------------ the run
 
     def run_once(self, options: RebalanceOptions = RebalanceOptions()) -> RunReport:
+        """One rebalance; a second run for the same user and broker at the same time waits for the first
+        (then finds the week sent and sends nothing). A dry run writes nothing and needs no lock."""
+        if options.dry_run:
+            return self._run_once(options)
+        with exclusive(self.factory.kw["bind"], f"trade run for user {self.user_id} on {self.broker.name}"):
+            return self._run_once(options)
+
+    def _run_once(self, options: RebalanceOptions) -> RunReport:
         self.ensure_alive()
         now = self.clock()
         week = self.decision_week(now)
@@ -466,6 +486,7 @@ class RebalanceBot:
         if week is None:
             report.messages.append("no weekly decision session has closed yet")
             return report
+        self.check_not_backwards(week)
         if options.dry_run:
             report.planned = [] if self.week_already_sent(week) else self.plan(week, options, report)
             if self.week_already_sent(week):

@@ -106,14 +106,14 @@ class LocalPaperBroker(Broker):
     def get_account(self) -> Account:
         self._match()
         now = self.clock()
-        with session_scope(self.factory) as session:
-            account = self._account(session)
+        with self.factory() as session:  # read only: an account is opened by the first order, not by a look
+            account = session.scalar(select(PaperAccount).where(PaperAccount.user_id == self.user_id, PaperAccount.broker == BROKER))
+            cash = account.cash if account is not None else self.initial_cash
             value = 0.0
             for position in self._positions(session):
                 price = self._last_close(session, position.ticker, now) or position.avg_entry_price
                 value += position.qty * price
-            equity = account.cash + value
-            return Account(cash=account.cash, equity=equity, buying_power=max(account.cash, 0.0))
+            return Account(cash=cash, equity=cash + value, buying_power=max(cash, 0.0))
 
     # ------------------------------------------------------------------ orders
 

@@ -92,6 +92,9 @@ def test_config_command_hides_secrets(cli, monkeypatch) -> None:
         (("--no-such-flag",), "No such option: --no-such-flag (see 'advisor --help')"),
         (("init", "--bogus"), "No such option: --bogus (see 'advisor init --help')"),
         (("data", "window", "AAPL"), "Missing option '--date'"),
+        (("feedback", "rate", "--user", "x", "--forecast", "99999999999999999999", "--up"), "--forecast"),
+        (("feedback", "choose", "--user", "x", "--a", "1", "--b", "18446744073709551616", "--choice", "a"), "--b"),
+        (("model", "activate", "--user", "x", "--version", "0"), "--version"),
     ],
 )
 def test_a_usage_error_is_one_line_and_exit_2(monkeypatch, capsys, args, needle) -> None:
@@ -102,6 +105,54 @@ def test_a_usage_error_is_one_line_and_exit_2(monkeypatch, capsys, args, needle)
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0]
 
 
+def test_a_questionnaire_answer_given_twice_is_refused(cli) -> None:
+    cli("init")
+    code, _, err = cli("profile", "set", "--user", "dup", "--answers", "horizon=0,horizon=3")
+    assert code == 2 and "'horizon' is answered twice" in err and "Traceback" not in err
+
+
 def test_bare_advisor_shows_the_help_with_exit_2(monkeypatch, capsys) -> None:
     code, out, err = run_cli(monkeypatch, capsys)
     assert code == 2 and "Commands" in out + err and "Traceback" not in out + err
+
+
+@pytest.mark.parametrize("name", ["[/oops]", "[bold red]x[/]"])
+def test_a_user_name_with_markup_is_printed_as_typed(cli, name: str) -> None:
+    cli("init")
+    code, out, err = cli("profile", "set", "--user", name, "--archetype", "moderate")
+    assert code == 0 and "Traceback" not in out + err
+    assert f"saved {name}'s profile version 1" in " ".join(out.split())
+
+
+PASSWORD_URL = "postgresql+psycopg://someone:hunter2-secret@127.0.0.1:1/advisor"
+
+
+@pytest.mark.parametrize(
+    ("args", "url", "needle"),
+    [
+        (("init",), "notadb://x", "unknown database kind 'notadb'"),
+        (("data", "show", "AAPL"), "notadb://x", "unknown database kind 'notadb'"),
+        (("init",), "sqlite:////proc/no-such-dir/advisor.db", "cannot create the directory of the SQLite database"),
+        (("data", "show", "AAPL"), "sqlite:////proc/no-such-dir/advisor.db", "is not initialised or not migrated"),
+        (("init",), PASSWORD_URL, "cannot use the database at postgresql+psycopg://someone:***@127.0.0.1:1/advisor"),
+        (("data", "show", "AAPL"), PASSWORD_URL, "cannot use the database at postgresql+psycopg://someone:***@127.0.0.1:1/advisor"),
+    ],
+)
+def test_a_bad_database_url_is_one_line_and_never_shows_a_password(monkeypatch, capsys, args, url: str, needle: str) -> None:
+    code, out, err = run_cli(monkeypatch, capsys, "--db-url", url, *args)
+    assert code == 2 and needle in " ".join(err.split()), err
+    assert "Traceback" not in out + err and "hunter2" not in out + err
+
+
+def test_a_command_on_a_missing_database_file_creates_no_file(monkeypatch, capsys, tmp_path: Path) -> None:
+    path = tmp_path / "never-initialised.db"
+    code, _, err = run_cli(monkeypatch, capsys, "--db-url", f"sqlite:///{path}", "data", "show", "AAPL")
+    assert code == 2 and "run 'advisor init'" in err
+    assert not path.exists()
+
+
+@pytest.mark.parametrize(("name", "needle"), [("u" * 101, "at most 100"), ("a\tb", "control characters"), ("nul\x00x", "control characters")])
+def test_a_bad_user_name_is_refused_and_nothing_is_stored(cli, name: str, needle: str) -> None:
+    cli("init")
+    code, out, err = cli("profile", "set", "--user", name, "--archetype", "moderate")
+    assert code == 2 and needle in err and "Traceback" not in out + err

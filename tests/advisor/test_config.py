@@ -56,6 +56,31 @@ def test_broker_keys_in_a_config_file_are_refused(tmp_path: Path) -> None:
     assert "AKXXXX" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        'APCA_API_SECRET_KEY = "SK-LEAK-1"\n',
+        '[alpaca]\nkey_id = "AK-LEAK-1"\nsecret_access = "SK-LEAK-1"\n',
+        '[broker]\nalpaca_key_id = "AK-LEAK-1"\n',
+        '[broker]\nkind = "alpaca"\npassword = "SK-LEAK-1"\n',
+    ],
+)
+def test_any_key_that_looks_like_a_credential_is_refused_and_never_echoed(tmp_path: Path, text: str) -> None:
+    config = tmp_path / "conf.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match="must come from the environment only") as info:
+        load_settings(config)
+    assert "LEAK" not in str(info.value)
+
+
+def test_a_validation_error_names_the_field_but_not_the_value(tmp_path: Path) -> None:
+    config = tmp_path / "conf.toml"
+    config.write_text('[broker]\nkind = "AK-PASTED-HERE-BY-MISTAKE"\n')
+    with pytest.raises(ConfigError, match="broker.kind") as info:
+        load_settings(config)
+    assert "PASTED" not in str(info.value)
+
+
 def test_invalid_values_name_the_file(tmp_path: Path) -> None:
     config = tmp_path / "conf.toml"
     config.write_text("yfinance_retries = 0\n")

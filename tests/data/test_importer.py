@@ -40,7 +40,10 @@ def test_changed_values_are_reported_not_overwritten(sqlite_factory, tmp_path: P
     import_bundle(sqlite_factory, bundle, progress=False)
     header, rows = read_rows(bundle / "prices.csv.gz")
     original = float(rows[0][header.index("close")])
-    rows[0][header.index("close")] = f"{original * 1.01:.6f}"
+    changed = original * 1.01
+    rows[0][header.index("close")] = f"{changed:.6f}"
+    high = header.index("high")
+    rows[0][high] = f"{max(float(rows[0][high]), changed):.6f}"  # the close stays within the day's range
     write_csv(bundle / "prices.csv.gz", header, rows)
     summary = import_bundle(sqlite_factory, bundle, progress=False)
     assert summary.bars_conflicting == 1 and summary.bars_added == 0

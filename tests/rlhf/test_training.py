@@ -118,6 +118,10 @@ def test_reward_model_trains_scores_and_reranks(tiny_model_dir: Path, tmp_path: 
     assert result.metrics["steps"] == 6 and result.metrics["eval_pairs"] == 2
     assert 0.0 <= result.metrics["eval_accuracy"] <= 1.0
     assert 0.0 <= result.metrics["train_batch_accuracy"] <= 1.0  # TRL's own per-batch accuracy, no extra pass
+    saved = load_file(tmp_path / "rm" / "adapter_model.safetensors")
+    lora_b = {k: v for k, v in saved.items() if "lora_B" in k}
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b.values()), "LoRA B starts at zero: every one must have moved"
+    assert any("score" in k for k in saved), "the score head is trained and saved with the adapter"
     scorer = RewardScorer.load(str(tiny_model_dir), tmp_path, tmp_path / "rm")
     score = scorer.score(PROMPT, "Prediction: Up by 1-2%")
     assert isinstance(score, float)

@@ -157,3 +157,17 @@ def test_client_order_ids_are_unique_per_broker_account(trading_db) -> None:
         session.add(Order(client_order_id=cid, user_id=1, broker="local", ticker="AAA", side="buy", qty=1))
         with pytest.raises(IntegrityError):
             session.commit()
+
+
+def test_two_trade_runs_for_one_user_and_week_at_once_send_each_order_once(trading_db) -> None:
+    from db.engine import make_engine, make_session_factory
+    from tests.db.test_concurrent_jobs import run_together
+
+    first, _ = local_bot(trading_db)
+    second, _ = local_bot(make_session_factory(make_engine(str(trading_db.kw["bind"].url))))
+    assert run_together(lambda: first.run_once(FAST), lambda: second.run_once(FAST)) == []
+    with trading_db() as session:
+        fills = session.scalar(select(func.count()).select_from(Fill))
+    orders = count_orders(trading_db)
+    alone, _ = local_bot(trading_db)
+    assert orders > 0 and fills == orders and alone.run_once(FAST).sent == []

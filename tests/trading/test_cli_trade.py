@@ -178,3 +178,26 @@ def test_the_plan_numbers_the_slices_of_an_order_above_the_per_order_cap(cli, tr
     code, out, _ = cli("trade", "run", "--user", "trader", "--once", "--as-of", "2014-05-09", "--dry-run")
     assert code == 0, out
     assert "slice" in out and "1/" in out and "2/" in out, "identical slices are numbered, not shown as duplicate rows"
+
+
+def table_counts(factory: sessionmaker[Session]) -> dict[str, int]:
+    from db.models import Base
+
+    with factory() as session:
+        return {table.name: session.scalar(select(func.count()).select_from(table)) for table in Base.metadata.sorted_tables}
+
+
+def test_a_dry_run_writes_nothing_at_all(cli, trading_db) -> None:
+    before = table_counts(trading_db)
+    code, out, _ = cli("trade", "run", "--user", "trader", "--once", "--as-of", "2014-05-09", "--dry-run")
+    assert code == 0 and "(dry run: nothing sent)" in out
+    assert table_counts(trading_db) == before, "a dry run must not create accounts, bot state, logs or orders"
+
+
+def test_trading_an_earlier_week_than_the_last_one_is_refused(cli, trading_db) -> None:
+    code, _, _ = cli("trade", "run", "--user", "trader", "--once", "--as-of", "2014-05-16")
+    assert code == 0
+    before = table_counts(trading_db)
+    code, out, err = cli("trade", "run", "--user", "trader", "--once", "--as-of", "2014-05-09")
+    assert code != 0 and "before the last week this account traded (2014-05-16)" in out + err and "Traceback" not in out + err
+    assert table_counts(trading_db) == before
