@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install bench clean-venv dashboard
+.PHONY: demo test check install bench clean-venv dashboard
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/advisor demo --bundle $(BUNDLE)
 
-test: $(STAMP)
+test: $(STAMP) check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Static checks, part of `make test`: ruff (lint and import order) and mypy (typed signatures everywhere; config in pyproject.toml).
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py

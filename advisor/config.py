@@ -30,7 +30,7 @@ DEFAULT_CONFIG_NAME = "advisor.toml"
 ALPACA_PAPER_URL = "https://paper-api.alpaca.markets"
 DEFAULT_BASE_MODEL = "SmolLM2-135M-Instruct"
 
-_config_values: ContextVar[dict[str, Any]] = ContextVar("_config_values", default={})
+_config_values: ContextVar[dict[str, Any] | None] = ContextVar("_config_values", default=None)
 
 # A config-file key that looks like a credential (any spelling: APCA_API_SECRET_KEY, key_id, secret_access,
 # alpaca_key_id, password, token...) is refused: keys come from the environment only.
@@ -117,10 +117,10 @@ class _ConfigFileSource(PydanticBaseSettingsSource):
     """Values read from the TOML config file by :func:`load_settings`."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return _config_values.get().get(field_name), field_name, False
+        return (_config_values.get() or {}).get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return dict(_config_values.get())
+        return dict(_config_values.get() or {})
 
 
 def resolve_config_path(config_file: Path | str | None) -> Path | None:

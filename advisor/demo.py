@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -21,6 +21,9 @@ from advisor.data.windows import build_window, format_window, weekly_decision_da
 from advisor.errors import AdvisorError
 from advisor.plugins import plugins
 from advisor.runtime import Runtime
+
+if TYPE_CHECKING:
+    from advisor.forecaster.loading import ModelHandle
 
 DEMO_TICKER = "AAPL"
 DEMO_DATE = date(2015, 6, 5)
@@ -203,7 +206,7 @@ def step_model(rt: Runtime, console: Console) -> None:
     console.print(f"{result.path}: {state}")
 
 
-def step_sft(rt: Runtime, options: DemoOptions, plan: DemoPlan, console: Console):  # type: ignore[no-untyped-def]
+def step_sft(rt: Runtime, options: DemoOptions, plan: DemoPlan, console: Console) -> ModelHandle:
     """A short SFT on the weeks before the held-out ones, or the adapter a previous demo run trained."""
     import json
 
@@ -246,7 +249,7 @@ def step_sft(rt: Runtime, options: DemoOptions, plan: DemoPlan, console: Console
     return load_model(ModelSpec(base=rt.settings.base_model, adapter=adapter), model_dir)
 
 
-def step_forecast(rt: Runtime, options: DemoOptions, handle, console: Console) -> None:  # type: ignore[no-untyped-def]
+def step_forecast(rt: Runtime, options: DemoOptions, handle: ModelHandle, console: Console) -> None:
     from advisor.cli.forecast import print_outcome
     from advisor.forecaster.service import forecast_tickers
 
@@ -258,7 +261,7 @@ def step_forecast(rt: Runtime, options: DemoOptions, handle, console: Console) -
                 print_outcome(outcome, handle.version_key)
 
 
-def step_evaluate(rt: Runtime, options: DemoOptions, plan: DemoPlan, handle, console: Console) -> None:  # type: ignore[no-untyped-def]
+def step_evaluate(rt: Runtime, options: DemoOptions, plan: DemoPlan, handle: ModelHandle, console: Console) -> None:
     from advisor.forecaster.evaluation import evaluate, to_markdown, write_report
     from advisor.forecaster.loading import ModelSpec, load_model
     from advisor.forecaster.sentiment import default_scorer
@@ -282,35 +285,28 @@ def step_evaluate(rt: Runtime, options: DemoOptions, plan: DemoPlan, handle, con
 
 def step_trade(context: DemoContext) -> None:
     """One weekly rebalance of a demo user's paper account on the local broker, then its status."""
-    from datetime import timedelta
 
     from sqlalchemy import select
 
-    from advisor import market_calendar
-    from advisor.cli.trade import print_report, view_generator
-    from advisor.forecaster.modelstore import fingerprint, resolve_model_path
+    from advisor.cli.trade import print_report
     from advisor.portfolio import params_from_profile
-    from advisor.trading.bot import RebalanceBot, RebalanceOptions
-    from advisor.trading.factory import make_broker
-    from advisor.trading.local_broker import SimulatedClock
-    from db.models import RiskProfile, User
+    from advisor.trading.bot import RebalanceOptions
+    from advisor.trading.wiring import user_bot, user_broker
+    from db.models import User
+    from db.queries import latest_profile
 
     rt, console, options = context.rt, context.console, context.options
     context.heading(f"Paper trading: one weekly rebalance on the local paper broker ({options.on})")
     with rt.session() as session:
         users = {u.name: u for u in session.scalars(select(User))}
         user = users.get("demo-bold") or next(iter(users.values()), None)
-        profile = session.scalar(select(RiskProfile).where(RiskProfile.user_id == user.id).order_by(RiskProfile.version.desc())) if user else None
+        profile = latest_profile(session, user.id) if user else None
     if user is None or profile is None:
         console.print("no demo user with a risk profile: answer the questionnaire first (advisor profile set)")
         return
     params = params_from_profile(profile)
-    day = market_calendar.session_on_or_before(options.on)
-    clock = SimulatedClock(market_calendar.session_close(day) + timedelta(minutes=5))
-    broker = make_broker("local", rt.settings.broker, rt.session_factory, user.id, params.max_weight, clock=clock)
-    model_dir = rt.settings.resolved_model_dir
-    base_fp = fingerprint(resolve_model_path(rt.settings.base_model, model_dir), cache_dir=model_dir)
-    bot = RebalanceBot(rt.session_factory, broker, user.id, params, base_fingerprint=base_fp, generate_views=view_generator(rt, user.id))
+    broker = user_broker(rt, user.id, params.max_weight, kind="local", as_of=options.on)
+    bot = user_bot(rt, user.id, params, broker, generate_missing_views=True)
     console.print(f"{user.name} ({profile.label}): the bot reads this week's views from their active model and trades the difference")
     print_report(bot.run_once(RebalanceOptions(tickers=tuple(options.tickers), poll_timeout_s=30, poll_interval_s=0)))
     account = broker.get_account()

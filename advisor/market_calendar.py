@@ -8,8 +8,8 @@ Point-in-time rules live on top of it:
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
 import warnings
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 
 import exchange_calendars as xcals
@@ -41,7 +41,7 @@ def _session_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 def utcnow() -> datetime:
     """Now, UTC. Tests monkeypatch this to freeze time."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _check_range(day: date) -> None:
@@ -56,7 +56,7 @@ def is_session(day: date) -> bool:
     _check_range(day)
     sessions, _ = _session_arrays()
     i = np.searchsorted(sessions, np.datetime64(day, "D"))
-    return i < len(sessions) and sessions[i] == np.datetime64(day, "D")
+    return bool(i < len(sessions) and sessions[i] == np.datetime64(day, "D"))
 
 
 def session_on_or_before(day: date) -> date:
@@ -92,7 +92,7 @@ def session_close(day: date) -> datetime:
         raise DataUnavailableError(f"{day} is not a {EXCHANGE} trading session")
     sessions, closes = _session_arrays()
     i = np.searchsorted(sessions, np.datetime64(day, "D"))
-    return datetime.fromtimestamp(closes[i] / 1e9, tz=timezone.utc)
+    return datetime.fromtimestamp(closes[i] / 1e9, tz=UTC)
 
 
 def session_open(day: date) -> datetime:

@@ -12,20 +12,13 @@ DEMO_ORDER = 100
 
 def resolve_profile(session: Any, spec: str) -> tuple[Any, str, int | None, int | None]:
     """``--profile``: a preset name, or ``user:NAME`` for that user's current profile version."""
-    from sqlalchemy import select
-
-    from advisor.errors import AdvisorError
     from advisor.portfolio import params_from_profile, preset
-    from db.models import RiskProfile, User
+    from advisor.users import require_profile, require_user
 
     if spec.startswith("user:"):
         name = spec.split(":", 1)[1]
-        user = session.scalar(select(User).where(User.name == name))
-        if user is None:
-            raise AdvisorError(f"no user named '{name}' (create one with 'advisor profile set')")
-        profile = session.scalar(select(RiskProfile).where(RiskProfile.user_id == user.id).order_by(RiskProfile.version.desc()))
-        if profile is None:
-            raise AdvisorError(f"user '{name}' has no risk profile yet: answer the questionnaire first")
+        user = require_user(session, name)
+        profile = require_profile(session, user)
         return params_from_profile(profile), f"{name} v{profile.version} ({profile.label})", user.id, profile.id
     return preset(spec), spec, None, None
 

@@ -135,7 +135,7 @@ class Decider:
             return self.log[decision]
         as_of = market_calendar.session_close(decision)
         views = self.source.views(decision, as_of, self.tickers)
-        vols = {}
+        vols: dict[str, float | None] = {}
         for ticker in self.tickers:
             if views.get(ticker) is None:
                 vols[ticker] = None

@@ -1,6 +1,8 @@
 """The Backtrader engine: weekly decisions, market orders filled at the next bar's open, costs, cash.
 
-Execution rules (the vectorised cross-check in :mod:`backtest.vectorized` follows the same ones):
+Execution rules (the product's one execution model, :mod:`advisor.execution`: the order planner and
+cost model that the paper bot and the local paper broker use too; the vectorised cross-check in
+:mod:`backtest.vectorized` follows the same rules with its own arithmetic):
   * at a decision session's close the strategy asks the decider for target weights, cancels
     unfilled orders, and sends market orders sized from that close and the account value
     (fractional shares); they fill at each name's **next available open** — never at a price the
@@ -17,37 +19,19 @@ Prices are split/dividend-adjusted OHLC (open/high/low scaled by adj_close / clo
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 import backtrader as bt
 import pandas as pd
 
+from advisor.execution import CostModel, PlannedOrder, plan_orders
+
+__all__ = ["CostModel", "EngineResult", "PlannedOrder", "adjusted_ohlc", "plan_orders", "run_backtrader"]
+
 DecideFn = Callable[[date], "Mapping[str, float] | None"]
-
-
-@dataclass(frozen=True)
-class CostModel:
-    commission_bps: float = 1.0
-    slippage_bps: float = 5.0
-    min_order_notional: float = 1.0
-
-    @property
-    def commission(self) -> float:
-        return self.commission_bps / 10_000
-
-    @property
-    def slippage(self) -> float:
-        return self.slippage_bps / 10_000
-
-
-@dataclass(frozen=True)
-class PlannedOrder:
-    ticker: str
-    qty: float  # signed: + buy, - sell
-    opening: bool
 
 
 @dataclass
@@ -75,44 +59,10 @@ def adjusted_ohlc(bars: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_index()
 
 
-def plan_orders(
-    weights: Mapping[str, float],
-    equity: float,
-    closes: Mapping[str, float],
-    positions: Mapping[str, float],
-    min_notional: float,
-) -> list[PlannedOrder]:
-    """Orders that move ``positions`` to ``weights`` of ``equity`` at ``closes``, in submission order."""
-    closing: list[PlannedOrder] = []
-    new_shorts: list[PlannedOrder] = []
-    new_longs: list[PlannedOrder] = []
-    for ticker in sorted(set(weights) | {t for t, q in positions.items() if q}):
-        price = closes.get(ticker)
-        if price is None or not price > 0:
-            continue  # no price yet: cannot size or trade
-        current = positions.get(ticker, 0.0)
-        target = weights.get(ticker, 0.0) * equity / price
-        if abs(target - current) * price < min_notional:
-            continue
-        if current != 0 and (target == 0 or math.copysign(1, target) != math.copysign(1, current)):
-            closing.append(PlannedOrder(ticker, -current, opening=False))
-            current = 0.0
-            if abs(target) * price < min_notional:
-                continue
-        delta = target - current
-        if current != 0 and abs(target) < abs(current):
-            closing.append(PlannedOrder(ticker, delta, opening=False))
-        elif delta < 0:
-            new_shorts.append(PlannedOrder(ticker, delta, opening=True))
-        elif delta > 0:
-            new_longs.append(PlannedOrder(ticker, delta, opening=True))
-    return closing + new_shorts + new_longs
-
-
 class RebalanceStrategy(bt.Strategy):
     """At each decision date: ask ``decide`` for weights and rebalance (see module docstring)."""
 
-    params = (("decide", None), ("decision_dates", frozenset()), ("min_notional", 1.0))
+    params: tuple[tuple[str, Any], ...] = (("decide", None), ("decision_dates", frozenset()), ("min_notional", 1.0))
 
     def __init__(self) -> None:
         self.records: list[dict] = []

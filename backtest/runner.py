@@ -37,6 +37,7 @@ from backtest.engine import CostModel, EngineResult, adjusted_ohlc, run_backtrad
 from backtest.metrics import hit_rate, performance
 from db.engine import session_scope
 from db.models import BacktestEquity, BacktestPosition, BacktestRun, DailyBar, Forecast
+from db.queries import forecasts_visible_to
 
 BENCHMARK = "benchmark (equal-weight buy and hold)"
 
@@ -105,7 +106,7 @@ def _view_tickers(session: Session, model_version_id: int, user_id: int | None, 
     query = select(Forecast.ticker).where(
         Forecast.model_version_id == model_version_id, Forecast.forecast_date >= start, Forecast.forecast_date <= end
     )
-    query = query.where(Forecast.user_id.is_(None) if user_id is None else (Forecast.user_id == user_id) | Forecast.user_id.is_(None))
+    query = query.where(forecasts_visible_to(user_id))
     return sorted(set(session.scalars(query.distinct())))
 
 
@@ -182,7 +183,7 @@ def run_backtest(factory: sessionmaker[Session], request: BacktestRequest, chart
             f"{request.profile_label} profile, {request.start} .. {request.end}, {len(names)} names",
         )
         for run in runs:
-            session.get(BacktestRun, run.run_id).chart_path = str(chart)
+            session.get_one(BacktestRun, run.run_id).chart_path = str(chart)
     return BacktestOutcome(group_key, runs, chart, notes)
 
 

@@ -1,8 +1,9 @@
 """An independent pandas/numpy replay of the same strategy, to cross-check Backtrader.
 
-It shares only the decisions and the order plan with the Backtrader path (so both trade the same
-intentions); fills, slippage, commissions, the cash rule, valuation and the calendar are computed
-here from the price arrays directly. Agreement of the daily equity within a tight tolerance (see
+It shares the decisions, the order plan and the cost model (:mod:`advisor.execution`, which the
+local paper broker fills with too) with the Backtrader path, which applies the costs with its own
+slippage and commission machinery; the cash rule, valuation and the calendar are computed here from
+the price arrays directly. Agreement of the daily equity within a tight tolerance (see
 the tests) is evidence that the Backtrader run does what :mod:`backtest.engine` says.
 """
 
@@ -14,7 +15,8 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from backtest.engine import CostModel, DecideFn, EngineResult, PlannedOrder, plan_orders
+from advisor.execution import CostModel, PlannedOrder, plan_orders
+from backtest.engine import DecideFn, EngineResult
 
 
 def run_vectorized(
@@ -45,7 +47,6 @@ def run_vectorized(
     records, position_rows, fill_rows = [], [], []
     rejected = 0
     decided: dict[date, Mapping[str, float]] = {}
-    slip, commission_rate = costs.slippage, costs.commission
     for i, day in enumerate(days):
         still_pending = []
         for order in pending:
@@ -54,8 +55,8 @@ def run_vectorized(
                 still_pending.append(order)
                 continue
             open_, high, low = fields["open"][i, j], fields["high"][i, j], fields["low"][i, j]
-            price = min(open_ * (1 + slip), high) if order.qty > 0 else max(open_ * (1 - slip), low)
-            commission = abs(order.qty) * price * commission_rate
+            price = costs.fill_price(open_, high, low, buy=order.qty > 0)
+            commission = costs.commission_for(order.qty, price)
             new_cash = cash - order.qty * price - commission
             if order.opening and new_cash < 0:
                 rejected += 1
@@ -68,7 +69,7 @@ def run_vectorized(
         live = has_bar[: i + 1].any(axis=0)
         values = np.where(live, qty * np.nan_to_num(last_close[i]), 0.0)
         equity = cash + values.sum()
-        for j in np.flatnonzero(qty != 0):
+        for j in map(int, np.flatnonzero(qty != 0)):
             position_rows.append({"date": day, "ticker": tickers[j], "quantity": qty[j], "weight": values[j] / equity})
         records.append({"date": day, "equity": equity, "cash": cash, "gross_exposure": np.abs(values).sum() / equity, "net_exposure": values.sum() / equity})
 

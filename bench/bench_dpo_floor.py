@@ -35,11 +35,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     args = parser.parse_args()
 
+    import sqlite3
+
+    from advisor.config import load_settings
     from advisor.data.store import PreloadedMarketStore
     from advisor.forecaster.generation import Decoding
     from advisor.forecaster.loading import ModelSpec, load_model
     from advisor.forecaster.prompts import PromptConfig
     from advisor.forecaster.service import forecast_windows
+    from advisor.runtime import Runtime
     from rlhf.datasets import pair_examples, time_split
     from rlhf.evaluate import mean_ci
     from rlhf.loop import heldout_grid
@@ -47,11 +51,6 @@ def main() -> None:
     from rlhf.registry import handle_for
     from rlhf.train_pref import PreferenceSpec, write_rows
     from rlhf.train_pref import run as train
-
-    import sqlite3
-
-    from advisor.config import load_settings
-    from advisor.runtime import Runtime
 
     if not (args.data_dir / "advisor.db").is_file():
         print(f"skipped: {args.data_dir / 'advisor.db'} does not exist. This benchmark reads a user's labelled pairs: run the "

@@ -97,7 +97,7 @@ result = train_sft(factory, Path({str(model_dir)!r}), SFTOptions(start=date{TRAI
 print("RESULT", json.dumps({{"adapter": str(result.adapter_path), **result.metrics}}))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
-    line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:
         raise SystemExit(f"SFT failed:\n{proc.stderr[-3000:]}")
     metrics = json.loads(line[len("RESULT ") :])

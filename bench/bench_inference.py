@@ -177,7 +177,7 @@ def child(path: str, prompt_file: Path, which: str, limit: int, candidates: int,
             "adapter": str(adapter), "model_dir": str(model_dir), "base": BASE, "db": str(prompt_file.parent / "bench.db"),
             "bundle": str(BUNDLE[0])}
     proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], capture_output=True, text=True, cwd=REPO)
-    line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:
         raise SystemExit(f"{path} child failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(line[7:])

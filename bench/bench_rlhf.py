@@ -41,16 +41,16 @@ def sft_adapter(model_dir: Path) -> Path:
 
 
 def pairs(factory, model_dir: Path, n: int) -> list[dict]:  # type: ignore[no-untyped-def]
+    from transformers import AutoTokenizer
+
     from advisor.data.labels import Direction
     from advisor.data.store import PreloadedMarketStore
+    from advisor.forecaster.modelstore import resolve_model_path
     from advisor.forecaster.prompts import PromptConfig, build_prompt
     from advisor.forecaster.sentiment import SentimentScorer
     from advisor.forecaster.service import WindowConfig
     from advisor.forecaster.sft import labelled_windows
     from advisor.forecaster.targets import sft_target
-    from transformers import AutoTokenizer
-
-    from advisor.forecaster.modelstore import resolve_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(BASE, model_dir))
     scorer = SentimentScorer(None)
@@ -85,7 +85,7 @@ metrics["peak_rss_mb"] = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss 
 print("RESULT", json.dumps(metrics))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
-    line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:
         raise SystemExit(f"{kind} child failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}\n{proc.stdout[-1000:]}")
     return json.loads(line[7:])

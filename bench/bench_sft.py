@@ -79,7 +79,7 @@ def run_child(db: Path, model_dir: Path, bundle: Path, steps: int, batch: int, h
     args = [sys.executable, "-c", CHILD, str(db), str(model_dir), str(bundle), str(steps), str(batch), str(heldout), "1" if detach else "0"]
     started = time.perf_counter()
     proc = subprocess.run(args, capture_output=True, text=True, cwd=REPO)
-    line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:
         raise SystemExit(f"child failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     metrics = json.loads(line[7:])

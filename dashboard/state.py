@@ -15,6 +15,7 @@ from advisor.data.queries import store_summary
 from advisor.errors import AdvisorError
 from advisor.runtime import Runtime
 from db.models import RiskProfile, User
+from db.queries import find_user, latest_profile
 
 USER_KEY = "advisor_user"
 
@@ -81,7 +82,7 @@ def current_user(rt: Runtime) -> User | None:
     if not name:
         return None
     with rt.session() as session:
-        return session.scalar(select(User).where(User.name == name))
+        return find_user(session, name)
 
 
 def require_user(rt: Runtime) -> User:
@@ -94,7 +95,7 @@ def require_user(rt: Runtime) -> User:
 
 def current_profile(rt: Runtime, user: User) -> RiskProfile | None:
     with rt.session() as session:
-        return session.scalar(select(RiskProfile).where(RiskProfile.user_id == user.id).order_by(RiskProfile.version.desc()))
+        return latest_profile(session, user.id)
 
 
 def require_profile(rt: Runtime, user: User) -> RiskProfile:

@@ -20,7 +20,7 @@ rlhf_app = typer.Typer(help="Tune a user's adapter on their preferences (reward 
 def _answers(text: str) -> dict[str, str]:
     from advisor.errors import InputValidationError
 
-    pairs = {}
+    pairs: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         if "=" not in item:
             raise InputValidationError(f"answers look like horizon=2,goal=1,...; got '{item}'", field="answers")
@@ -333,7 +333,8 @@ def demo_step(context: Any) -> None:
         return
     with rt.session() as session:
         store = PreloadedMarketStore(session)
-        grid = heldout_grid(store, list(options.tickers), *context.plan.heldout_period, options.rlhf_eval_prompts, 0)
+        start, end = context.plan.heldout_period
+        grid = heldout_grid(store, list(options.tickers), start, end, options.rlhf_eval_prompts, 0)
     report, paths = compare_users(rt.session_factory, rt.settings.resolved_model_dir, rt.settings.base_model, list(names), grid,
                                   context.plan.heldout_period, rt.settings.data_dir, console)
     console.print(report.markdown(), markup=False, highlight=False, soft_wrap=True)

@@ -36,7 +36,7 @@ from advisor.forecaster.generation import Decoding
 from advisor.forecaster.loading import ModelSpec, load_model
 from advisor.forecaster.prompts import PromptConfig
 from advisor.forecaster.service import Personalisation, forecast_windows
-from advisor.forecaster.views import View, parse_view
+from advisor.forecaster.views import View
 from advisor.portfolio import RiskParams, exposures, target_weights, trailing_daily_volatility
 from db.models import ModelActivation, ModelVersion, RiskProfile, TrainingRun, User
 from db.types import utcnow
@@ -215,7 +215,7 @@ def compare_users(
         for name, vs in views.items():
             report.portfolio[name] = {"gross_exposure": weekly_gross_exposure(store, windows, vs, common)}
         for t in tuned:
-            profile = session.get(RiskProfile, t.profile_id)
+            profile = session.get_one(RiskProfile, t.profile_id)
             utility = user_utility(profile)
             diffs = []
             for window, tv, pv in zip(windows, views[names[t.user][0]], views[names[t.user][1]], strict=True):

@@ -23,7 +23,6 @@ from sqlalchemy.orm import Session, aliased
 
 from db.models import Forecast, Preference, User
 
-
 SOURCE_PRIORITY = {"human": 0, "simulated": 1, "outcome": 2}
 
 
@@ -89,13 +88,13 @@ def rating_examples(session: Session, user: User) -> list[Example]:
         if row.id in rated:
             continue
         rated.add(row.id)
-        out.append(Example(row.forecast_date, {"prompt": prompt_of(row), "completion": _assistant(row.raw_text), "label": preference.rating > 0}, "human"))
+        out.append(Example(row.forecast_date, {"prompt": prompt_of(row), "completion": _assistant(row.raw_text), "label": (preference.rating or 0) > 0}, "human"))
     both_bad = session.scalars(select(Preference).where(Preference.user_id == user.id, Preference.kind == "pair", Preference.both_bad.is_(True)))
     for preference in both_bad:
         for forecast_id in (preference.chosen_forecast_id, preference.rejected_forecast_id):
-            row = session.get(Forecast, forecast_id)
-            if row is not None:
-                out.append(Example(row.forecast_date, {"prompt": prompt_of(row), "completion": _assistant(row.raw_text), "label": False}, preference.source))
+            bad = session.get(Forecast, forecast_id) if forecast_id is not None else None
+            if bad is not None:
+                out.append(Example(bad.forecast_date, {"prompt": prompt_of(bad), "completion": _assistant(bad.raw_text), "label": False}, preference.source))
     return out
 
 

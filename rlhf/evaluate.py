@@ -117,7 +117,7 @@ def pair_logprob_margins(handle: ModelHandle, rows: list[dict[str, Any]], progre
             prompt_text = prompt if isinstance(prompt, str) else tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
             seqs = [tokenizer(prompt_text + row[side][0]["content"] + "<|im_end|>", add_special_tokens=False)["input_ids"] for side in ("chosen", "rejected")]
             common = 0
-            for a, b in zip(*seqs):
+            for a, b in zip(*seqs, strict=False):
                 if a != b:
                     break
                 common += 1
@@ -187,7 +187,8 @@ class ComparisonReport:
             blockers.append("it did not beat its parent on held-out utility"
                             + (f" (paired difference {format_ci(diff)}: the interval does not lie above 0)" if diff and diff.get("value") is not None else ""))
         diff = self.preference_accuracy.get("difference") or {}
-        if diff.get("high") is not None and diff["high"] < 0:
+        high = diff.get("high")
+        if high is not None and high < 0:
             blockers.append(f"it ranks the user's held-out pairs worse than its parent ({format_ci(diff, True)} paired difference)")
         tuned, parent = self.prediction_spread.get("tuned") or {}, self.prediction_spread.get("parent") or {}
         if tuned.get("top_share", 0) >= ONE_ANSWER_SHARE and parent.get("top_share", 1) < ONE_ANSWER_SHARE:

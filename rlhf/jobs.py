@@ -11,7 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import select
@@ -29,7 +29,7 @@ class Job:
 def start_tuning(data_dir: Path, database_url: str, user: str, extra_args: list[str] | None = None) -> Job:
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / f"rlhf-{user}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}.log"
+    log_path = logs / f"rlhf-{user}-{datetime.now(UTC):%Y%m%dT%H%M%S}.log"
     command = [sys.executable, "-m", "advisor.cli.app", "--db-url", database_url, "--data-dir", str(data_dir), "rlhf", "run", "--user", user, *(extra_args or [])]
     with log_path.open("w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

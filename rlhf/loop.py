@@ -37,7 +37,7 @@ from advisor.forecaster.loading import ModelSpec, load_model, write_adapter_meta
 from advisor.forecaster.modelstore import adapter_hash
 from advisor.forecaster.prompts import PromptConfig
 from advisor.forecaster.service import Personalisation, WindowConfig, forecast_windows
-from advisor.forecaster.sft import order_key, labelled_windows
+from advisor.forecaster.sft import labelled_windows, order_key
 from advisor.forecaster.versions import ensure_model_version
 from advisor.portfolio import RiskParams
 from db.engine import session_scope
@@ -51,7 +51,6 @@ from rlhf.registry import activate, handle_for
 from rlhf.reward import RewardOptions, RewardScorer, train_reward_model
 from rlhf.train_pref import MIN_DPO_PAIRS, MIN_KTO_EXAMPLES, PreferenceSpec, write_rows
 from rlhf.train_pref import run as train_preferences
-
 
 VALIDATION_FRACTION = 0.2  # the last training weeks whose pairs pick the DPO step to keep
 MAX_VALIDATION_PAIRS = 40  # enough to rank a handful of steps; each evaluation is a forward pass per pair
@@ -208,7 +207,7 @@ def run_loop(
     _say(console, started, "[2/5] labelling: outcome-grounded pairs" + (" and simulated A/B choices" if options.simulate_user else ""))
     with session_scope(factory) as session:
         user = get_user(session, user_name)
-        profile = session.get(RiskProfile, profile_id)  # the version the run started with, even if the user answered again since
+        profile = session.get_one(RiskProfile, profile_id)  # the version the run started with, even if the user answered again since
         rows = list(session.scalars(select(Forecast).where(Forecast.id.in_(candidate_ids))))
         groups = candidate_groups(rows)
         store = PreloadedMarketStore(session)
@@ -288,12 +287,12 @@ def _train_evaluate_register(
             session.add(version)
             session.flush()
             reward_version_id = version.id
-            run = session.get(TrainingRun, reward_run_id)
+            run = session.get_one(TrainingRun, reward_run_id)
             run.status, run.metrics, run.finished_at, run.output_model_version_id = "succeeded", result.metrics, utcnow(), version.id
         console.print(f"      held-out pair accuracy {result.metrics['eval_accuracy']}")
     else:
         with session_scope(factory) as session:
-            run = session.get(TrainingRun, reward_run_id)
+            run = session.get_one(TrainingRun, reward_run_id)
             run.status, run.error, run.finished_at = "failed", f"needs {options.min_pairs} pairs", utcnow()
 
     select = method == "dpo" and bool(validation_rows)
@@ -301,7 +300,7 @@ def _train_evaluate_register(
          + (f", keeping the step that does best on {len(validation_rows)} pairs of the last training weeks" if select else ""))
     out_dir = adapters / f"{method}-u{user_id}-{stamp}"
     spec = PreferenceSpec(
-        method=method, base_model=base_model, model_dir=str(model_dir), parent_adapter=str(parent.adapter_path),
+        method="dpo" if method == "dpo" else "kto", base_model=base_model, model_dir=str(model_dir), parent_adapter=str(parent.adapter_path),
         rows_path=str(write_rows(train_rows, out_dir / "train.jsonl")), out_dir=str(out_dir), max_steps=options.dpo_steps,
         batch_size=options.batch_size,
         learning_rate=options.learning_rate, beta=options.beta, seed=options.seed, min_pairs=options.min_pairs,
@@ -329,7 +328,7 @@ def _train_evaluate_register(
         tuned_id = tuned_version.id
         tuned_views = [g[0].forecast for g in forecast_windows(session, tuned, eval_windows, greedy, PromptConfig(), Personalisation(user_id, profile_id))]
         parent_views = [g[0].forecast for g in forecast_windows(session, parent, eval_windows, greedy, PromptConfig())]
-        profile = session.get(RiskProfile, profile_id)
+        profile = session.get_one(RiskProfile, profile_id)
         report = ComparisonReport(user_name, f"{profile.label} v{c.profile_version}", options.eval_period, {"tuned": tuned_id, "parent": parent_id})
         compare(session, PreloadedMarketStore(session), profile, eval_windows, tuned_views, parent_views, pairs.eval, tuned, parent, reward, report, progress=True)
     report.backtest = _backtests(c, tuned_id, sorted({w.ticker for w in eval_windows}))
@@ -343,10 +342,10 @@ def _train_evaluate_register(
     activated = (not blockers or options.force_activate) and not changed
     with session_scope(factory) as session:
         user = get_user(session, user_name)
-        run = session.get(TrainingRun, policy_run_id)
+        run = session.get_one(TrainingRun, policy_run_id)
         run.status, run.finished_at, run.output_model_version_id = "succeeded", utcnow(), tuned_id
         run.metrics = {**metrics, "evaluation": jsonable(report.to_json())}
-        version = session.get(ModelVersion, tuned_id)
+        version = session.get_one(ModelVersion, tuned_id)
         version.metrics = {**metrics, "heldout_utility": report.utility.get("tuned", {}).get("value"),
                            "parent_heldout_utility": report.utility.get("parent", {}).get("value")}
         if activated:
@@ -370,13 +369,13 @@ def _no_step_kept(
     why, and the user's active version is left as it was (evaluating identical views is skipped).
     """
     with session_scope(c.factory) as session:
-        profile = session.get(RiskProfile, c.profile_id)
+        profile = session.get_one(RiskProfile, c.profile_id)
         report = ComparisonReport(c.user_name, f"{profile.label} v{c.profile_version}", c.options.eval_period, {"parent": c.parent_id})
         curve = ", ".join(f"step {h['step']}: {h['loss']:.3f}" for h in metrics.get("validation_curve", []))
         report.notes.append(f"no {method.upper()} step did better than the parent on {metrics.get('validation_pairs', 0)} pairs of the last "
                             f"training weeks (validation DPO loss {curve}): the advisor is unchanged and nothing was registered or "
                             "activated; more feedback, more training weeks or --keep-last-step change this")
-        run = session.get(TrainingRun, policy_run_id)
+        run = session.get_one(TrainingRun, policy_run_id)
         run.status, run.finished_at, run.metrics = "succeeded", utcnow(), {**metrics, "evaluation": jsonable(report.to_json())}
     paths = write_report(report, c.data_dir / "reports", f"rlhf-{c.user_name}-{stamp}")
     _say(c.console, c.started, f"done: no step beat the parent; report {paths['markdown']}")

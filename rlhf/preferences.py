@@ -105,7 +105,7 @@ def label_outcomes(
 ) -> list[Preference]:
     """Outcome-grounded pairs for candidate groups whose target week is over (idempotent)."""
     utility = user_utility(profile)
-    existing = set(
+    existing: set[tuple[int | None, int | None]] = set(
         session.execute(
             select(Preference.chosen_forecast_id, Preference.rejected_forecast_id).where(
                 Preference.user_id == user.id, Preference.profile_id == profile.id, Preference.source == "outcome"
@@ -174,7 +174,7 @@ def simulate_feedback(
     rng = random.Random(seed)
     created = []
     for group in groups:
-        distinct = []
+        distinct: list[Forecast] = []
         for row in group:
             if all(row.raw_text.strip() != other.raw_text.strip() for other in distinct):
                 distinct.append(row)
@@ -196,7 +196,7 @@ def feedback_counts(session: Session, user: User) -> dict[str, int]:
 
 def pending_pairs(session: Session, user: User, limit: int = 5) -> list[tuple[Forecast, Forecast]]:
     """Pairs of distinct candidate views (one prompt) the user can see and has not judged yet."""
-    from advisor.forecaster.queries import visible_to
+    from db.queries import forecasts_visible_to
 
     judged = set()
     for chosen, rejected in session.execute(
@@ -204,7 +204,7 @@ def pending_pairs(session: Session, user: User, limit: int = 5) -> list[tuple[Fo
     ).all():
         judged.update({chosen, rejected})
     rows = session.scalars(
-        select(Forecast).where(visible_to(user.id), Forecast.decoding["mode"].as_string() == "sample").order_by(Forecast.forecast_date.desc(), Forecast.id)
+        select(Forecast).where(forecasts_visible_to(user.id), Forecast.decoding["mode"].as_string() == "sample").order_by(Forecast.forecast_date.desc(), Forecast.id)
     ).all()
     pairs: list[tuple[Forecast, Forecast]] = []
     for group in candidate_groups(rows):

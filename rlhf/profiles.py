@@ -34,9 +34,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from advisor.errors import AdvisorError, InputValidationError
+from advisor.errors import InputValidationError
 from advisor.portfolio import RiskParams, params_from_profile
+from advisor.users import require_profile as require_profile  # re-exported for the rlhf modules
+from advisor.users import require_user
 from db.models import RiskProfile, User
+from db.queries import find_user, latest_profile
 from rlhf.utility import UserUtility
 
 
@@ -59,10 +62,6 @@ QUESTIONS: tuple[Question, ...] = (
 )
 QUESTION_KEYS = tuple(q.key for q in QUESTIONS)
 MAX_SCORE = 3 * len(QUESTIONS)
-
-
-class UnknownUserError(AdvisorError):
-    """A user name the database does not know."""
 
 
 def loss_aversion_for(answers: dict[str, int]) -> float:
@@ -145,10 +144,7 @@ MAX_USER_NAME = 100  # users.name is VARCHAR(100)
 
 
 def get_user(session: Session, name: str) -> User:
-    user = session.scalar(select(User).where(User.name == name))
-    if user is None:
-        raise UnknownUserError(f"no user named '{name}' (create one by answering the questionnaire: advisor profile set --user {name})")
-    return user
+    return require_user(session, name)
 
 
 def ensure_user(session: Session, name: str, *, simulated: bool = False) -> User:
@@ -159,7 +155,7 @@ def ensure_user(session: Session, name: str, *, simulated: bool = False) -> User
         raise InputValidationError(f"user name is {len(name)} characters long; at most {MAX_USER_NAME}", field="user")
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
         raise InputValidationError("user name must not contain control characters (tabs, newlines, NUL)", field="user")
-    user = session.scalar(select(User).where(User.name == name))
+    user = find_user(session, name)
     if user is None:
         user = User(name=name, is_simulated=simulated)
         session.add(user)
@@ -168,14 +164,7 @@ def ensure_user(session: Session, name: str, *, simulated: bool = False) -> User
 
 
 def current_profile(session: Session, user: User) -> RiskProfile | None:
-    return session.scalar(select(RiskProfile).where(RiskProfile.user_id == user.id).order_by(RiskProfile.version.desc()))
-
-
-def require_profile(session: Session, user: User) -> RiskProfile:
-    profile = current_profile(session, user)
-    if profile is None:
-        raise AdvisorError(f"user '{user.name}' has no risk profile yet: answer the questionnaire first (advisor profile set)")
-    return profile
+    return latest_profile(session, user.id)
 
 
 def profile_history(session: Session, user: User) -> list[RiskProfile]:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from advisor.errors import AdvisorError
 from advisor.forecaster.loading import ModelHandle, ModelSpec, load_model
 from advisor.forecaster.versions import base_key, serving_version
 from db.models import ModelActivation, ModelVersion, User
+from db.queries import versions_visible_to
 
 SERVABLE_KINDS = ("base", "sft", "dpo", "kto", "adapter")
 
@@ -29,7 +30,7 @@ def user_versions(session: Session, user: User) -> list[ModelVersion]:
     """Versions a user may use: shared ones (base, SFT) and their own tuned ones, newest first."""
     return list(
         session.scalars(
-            select(ModelVersion).where(or_(ModelVersion.user_id.is_(None), ModelVersion.user_id == user.id)).order_by(ModelVersion.id.desc())
+            select(ModelVersion).where(versions_visible_to(user.id)).order_by(ModelVersion.id.desc())
         )
     )
 

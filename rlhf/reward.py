@@ -13,18 +13,17 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from advisor.forecaster.loading import prepare_tokenizer
 from advisor.forecaster.modelstore import resolve_model_path
 from advisor.forecaster.training import Precision, training_attention
-
 from rlhf.train_pref import MIN_DPO_PAIRS
 
 MIN_PAIRS = MIN_DPO_PAIRS  # the same floor as DPO: fewer pairs cannot fit a score head that ranks anything
 
 
-def load_scoring_model(base_path: Path, attention: str = "sdpa"):  # type: ignore[no-untyped-def]
+def load_scoring_model(base_path: Path, attention: str = "sdpa") -> Any:
     """The base causal LM with a one-output score head. The head is new by design, so transformers' load
     report ("score.weight MISSING ... newly initialized") is silenced here and only here."""
     import torch
@@ -73,9 +72,8 @@ def train_reward_model(
     from transformers import AutoTokenizer
     from trl import RewardConfig, RewardTrainer
 
-    from rlhf.shared_prompt import SharedPromptRewardTrainer
-
     from advisor.errors import AdvisorError
+    from rlhf.shared_prompt import SharedPromptRewardTrainer
 
     if len(train_rows) < options.min_pairs:
         raise AdvisorError(f"the reward model needs at least {options.min_pairs} training pairs, got {len(train_rows)}")
@@ -100,7 +98,7 @@ def train_reward_model(
     started = time.perf_counter()
     output = trainer.train()
     elapsed = time.perf_counter() - started
-    trainer.model.save_pretrained(str(out_dir))
+    cast(Any, trainer.model).save_pretrained(str(out_dir))
     (out_dir / "advisor-reward.json").write_text(json.dumps({"base_model": base_model}))
     scorer = RewardScorer(trainer.model, tokenizer)
     metrics = {

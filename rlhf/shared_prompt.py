@@ -21,7 +21,7 @@ A batch whose halves do not share a prefix (or share too little) takes the plain
 from __future__ import annotations
 
 import types
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -124,7 +124,7 @@ class SharedPromptDPOTrainer(DPOTrainer):
         self._install()
 
     def _install(self) -> None:
-        model = self.model
+        model: Any = self.model
         lm = model.get_base_model() if hasattr(model, "get_base_model") else model
         if not getattr(lm, "_shared_prompt_head", False):
             install_shared_prompt_head(lm)
@@ -157,16 +157,17 @@ def pair_rewards(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tens
 class SharedPromptRewardTrainer(RewardTrainer):
     """TRL's reward trainer with each pair's prompt run once; loss and metrics as TRL computes them."""
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
-        mode = "train" if self.model.training else "eval"
-        pad = self.processing_class.pad_token_id
+    def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+        mode = "train" if model.training else "eval"
+        pad = cast(Any, self.processing_class).pad_token_id
+        args: Any = self.args
         rewards = pair_rewards(model, inputs["input_ids"], inputs["attention_mask"], pad)
         rewards_chosen, rewards_rejected = torch.chunk(rewards, chunks=2)
         margin = inputs.get("margin")
         difference = rewards_chosen - rewards_rejected - (margin if margin is not None else 0.0)
         loss = -F.logsigmoid(difference).mean()
-        if self.args.center_rewards_coefficient is not None:
-            loss += self.args.center_rewards_coefficient * torch.mean((rewards_chosen + rewards_rejected) ** 2)
+        if args.center_rewards_coefficient is not None:
+            loss += args.center_rewards_coefficient * torch.mean((rewards_chosen + rewards_rejected) ** 2)
         if mode == "train":
             tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item()
             self._total_train_tokens += tokens // self._tp_size

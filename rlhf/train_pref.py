@@ -174,7 +174,7 @@ def run(spec: PreferenceSpec) -> dict[str, Any]:
     seen = spec.max_steps * batch_size
     if single_process and spec.method == "dpo" and len(rows) > seen:
         rows = random.Random(spec.seed).sample(rows, seen)
-    common = dict(
+    common: dict[str, Any] = dict(
         output_dir=str(Path(spec.out_dir) / "trainer"), use_cpu=precision.use_cpu, bf16=precision.bf16,
         per_device_train_batch_size=batch_size, max_steps=spec.max_steps, learning_rate=spec.learning_rate,
         beta=spec.beta, max_length=spec.max_length, gradient_checkpointing=False, save_strategy="no", report_to="none",
@@ -185,6 +185,7 @@ def run(spec: PreferenceSpec) -> dict[str, Any]:
         common |= dict(eval_strategy="steps", eval_steps=spec.eval_steps, per_device_eval_batch_size=batch_size)
     started = time.perf_counter()
     selector = None
+    trainer: Any
     if spec.method == "dpo":
         from trl import DPOConfig, DPOTrainer
 

@@ -6,7 +6,7 @@ import csv
 import gzip
 import io
 from collections.abc import Sequence
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +68,7 @@ def make_bundle(
             price = close
             for k in range(tweets_per_session):
                 # Spread over the day in UTC, some after the 21:00/20:00 UTC close.
-                posted = datetime.combine(day, time(13, 0), tzinfo=timezone.utc) + timedelta(hours=4 * k, minutes=int(rng.integers(0, 59)))
+                posted = datetime.combine(day, time(13, 0), tzinfo=UTC) + timedelta(hours=4 * k, minutes=int(rng.integers(0, 59)))
                 text = SENTENCES[int(rng.integers(0, len(SENTENCES)))].format(name=name) + f" ${ticker}"
                 tweet_id = 5 * 10**17 + ti * 10**8 + day.toordinal() * 10 + k
                 tweets.append([posted.strftime("%Y-%m-%dT%H:%M:%SZ"), ticker, tweet_id, text, 1000 + int(rng.integers(0, 50)), int(rng.integers(0, 10_000)), int(rng.integers(0, 20))])

@@ -12,6 +12,7 @@ from rich.console import Console
 from advisor.errors import AdvisorError
 from advisor.runtime import Runtime
 
+
 def _console(stderr: bool = False) -> Console:
     """A terminal keeps its width; piped output (logs, CI, ``make demo > log``) gets 120 columns instead of
     rich's 80, so result tables are not cut to ellipses."""

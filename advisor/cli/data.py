@@ -10,10 +10,10 @@ from rich.table import Table
 from advisor import market_calendar
 from advisor.cli.common import console, ensure_database, parse_date, parse_tickers, runtime
 from advisor.data.importer import import_bundle
-from advisor.forecaster.sentiment import find_tfns, save_default
 from advisor.data.queries import ticker_overview
 from advisor.data.store import SqlMarketStore
 from advisor.data.windows import DEFAULT_TEXTS_PER_WEEK, DEFAULT_WEEKS, build_window, format_window, weekly_label
+from advisor.forecaster.sentiment import find_tfns, save_default
 
 app = typer.Typer(help="Market data: import the offline bundle, sync from yfinance, inspect.", no_args_is_help=True)
 

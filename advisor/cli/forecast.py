@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
@@ -12,6 +14,10 @@ from rich.panel import Panel
 from advisor.cli.common import BACKEND_HELP, console, ensure_database, parse_date, parse_tickers, runtime, use_backend
 from advisor.forecaster.generation import Decoding
 from advisor.runtime import Runtime
+
+if TYPE_CHECKING:
+    from advisor.forecaster.loading import ModelHandle
+    from advisor.forecaster.service import ForecastOutcome, Personalisation
 
 model_app = typer.Typer(help="Models: fetch the default model, list registered versions.", no_args_is_help=True)
 train_app = typer.Typer(help="Fine-tuning.", no_args_is_help=True)
@@ -66,7 +72,7 @@ def served_names(ctx: typer.Context) -> None:
     with rt.session() as session:
         for row in session.scalars(select(ModelVersion).where(ModelVersion.adapter_hash.is_not(None)).order_by(ModelVersion.id)):
             if row.adapter_path:
-                modules.append((row.id, row.name, f"{settings.server_adapter_prefix}{row.adapter_hash[:16]}", row.adapter_path))
+                modules.append((row.id, row.name, f"{settings.server_adapter_prefix}{(row.adapter_hash or '')[:16]}", row.adapter_path))
     console.print(f"base model: {escape(base_name)}", soft_wrap=True)
     for version_id, name, served, path in modules:
         console.print(f"version {version_id} ({escape(name)}): {escape(served)} = {escape(path)}", soft_wrap=True)
@@ -79,7 +85,7 @@ def served_names(ctx: typer.Context) -> None:
 
 def resolve_handle(
     rt: Runtime, model: str | None, adapter: Path | None, base_only: bool, quantize: str, kind: str = "sft", user_id: int | None = None
-):
+) -> ModelHandle:
     """The model a command should use: an explicit adapter; else the user's active version; else the newest
     adapter of ``kind``; else the base."""
     from advisor.forecaster.loading import ModelSpec, load_model
@@ -145,23 +151,19 @@ def forecast_command(
                 print_outcome(outcome, handle.version_key)
 
 
-def user_personalisation(rt: Runtime, name: str):  # type: ignore[no-untyped-def]
+def user_personalisation(rt: Runtime, name: str) -> Personalisation:
     """The stored user and their current profile version (created by the questionnaire)."""
-    from sqlalchemy import select
-
-    from advisor.errors import AdvisorError
     from advisor.forecaster.service import Personalisation
-    from db.models import RiskProfile, User
+    from advisor.users import require_user
+    from db.queries import latest_profile
 
     with rt.session() as session:
-        row = session.scalar(select(User).where(User.name == name))
-        if row is None:
-            raise AdvisorError(f"no user named '{name}': answer the risk questionnaire first (advisor profile set --user {name})")
-        profile = session.scalar(select(RiskProfile).where(RiskProfile.user_id == row.id).order_by(RiskProfile.version.desc()))
+        row = require_user(session, name)
+        profile = latest_profile(session, row.id)
         return Personalisation(user_id=row.id, profile_id=profile.id if profile else None)
 
 
-def print_outcome(outcome, version_key: str) -> None:  # type: ignore[no-untyped-def]
+def print_outcome(outcome: ForecastOutcome, version_key: str) -> None:
     row, view = outcome.forecast, outcome.view
     title = f"{row.ticker}  decision {row.forecast_date} -> week {row.target_start} .. {row.target_end}"
     body = [f"[dim]candidate {row.candidate_index} · parse {view.status.value}{' · reused' if outcome.reused else ''}[/dim]"]
@@ -265,7 +267,7 @@ def eval_forecasts_command(
     grounding: bool = typer.Option(True, "--grounding/--no-grounding", help="List only the window's facts (grounded decoding); --no-grounding: the model's free text, still checked."),
 ) -> None:
     """Parse rate, accuracy, MCC, bin accuracy, MSE with 95% intervals, against baselines; JSON + Markdown report."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from advisor.forecaster.evaluation import evaluate, to_markdown, write_report
     from advisor.forecaster.loading import ModelSpec, load_model
@@ -298,7 +300,7 @@ def eval_forecasts_command(
             f"Published stocknet test results (2015-10-01..2016-01-01): StockNet accuracy {STOCKNET_PUBLISHED['accuracy']:.2%}, "
             f"MCC {STOCKNET_PUBLISHED['mcc']}. Compare on the same test period only; other periods are not comparable."
         )
-    stem = f"eval-{'daily' if daily else 'weekly'}-{start}-{end}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
+    stem = f"eval-{'daily' if daily else 'weekly'}-{start}-{end}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     paths = write_report(report, rt.settings.data_dir / "reports", stem)
     console.print(to_markdown(report), markup=False, highlight=False, soft_wrap=True)
     console.print(f"report written to {paths['json']} and {paths['markdown']}", soft_wrap=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
@@ -12,54 +12,30 @@ from rich.table import Table
 from advisor.cli.common import console, ensure_database, parse_date, parse_tickers, runtime
 from advisor.runtime import Runtime
 
+if TYPE_CHECKING:
+    from advisor.portfolio import RiskParams
+    from advisor.trading.bot import RunReport
+    from advisor.trading.broker import Broker
+
 app = typer.Typer(help="Paper trading: rebalance a paper account to the views (local broker or Alpaca paper).", no_args_is_help=True)
 
 
-def _user(rt: Runtime, name: str):  # type: ignore[no-untyped-def]
-    from sqlalchemy import select
-
-    from advisor.errors import AdvisorError
+def _user(rt: Runtime, name: str) -> tuple[int, RiskParams]:
     from advisor.portfolio import params_from_profile
-    from db.models import RiskProfile, User
+    from advisor.users import require_profile, require_user
 
     with rt.session() as session:
-        user = session.scalar(select(User).where(User.name == name))
-        if user is None:
-            raise AdvisorError(f"no user named '{name}': answer the risk questionnaire first (advisor profile set --user {name})")
-        profile = session.scalar(select(RiskProfile).where(RiskProfile.user_id == user.id).order_by(RiskProfile.version.desc()))
-        if profile is None:
-            raise AdvisorError(f"user '{name}' has no risk profile: answer the questionnaire first")
-        return user.id, params_from_profile(profile)
+        user = require_user(session, name)
+        return user.id, params_from_profile(require_profile(session, user))
 
 
-def _broker(rt: Runtime, kind: str | None, user_id: int, max_weight: float, as_of: str | None):  # type: ignore[no-untyped-def]
-    from advisor import market_calendar
-    from advisor.trading.factory import make_broker
-    from advisor.trading.local_broker import SimulatedClock
+def _broker(rt: Runtime, kind: str | None, user_id: int, max_weight: float, as_of: str | None) -> Broker:
+    from advisor.trading.wiring import user_broker
 
-    clock = market_calendar.utcnow
-    if as_of:
-        day = market_calendar.session_on_or_before(parse_date(as_of, "--as-of"))
-        clock = SimulatedClock(market_calendar.session_close(day) + timedelta(minutes=5))
-    return make_broker(kind or rt.settings.broker.kind, rt.settings.broker, rt.session_factory, user_id, max_weight, clock=clock)
+    return user_broker(rt, user_id, max_weight, kind=kind, as_of=parse_date(as_of, "--as-of") if as_of else None)
 
 
-def view_generator(rt: Runtime, user_id: int):  # type: ignore[no-untyped-def]
-    """Forecast missing weekly views with the user's active model (loaded once, on first use)."""
-
-    def generate(week, tickers) -> None:  # type: ignore[no-untyped-def]
-        from advisor.cli.forecast import resolve_handle
-        from advisor.data.store import PreloadedMarketStore
-        from advisor.forecaster.service import Personalisation, generate_missing_views
-
-        handle = resolve_handle(rt, None, None, False, "none", user_id=user_id)
-        with rt.session() as session:
-            generate_missing_views(session, PreloadedMarketStore(session), handle, tickers, [week], who=Personalisation(user_id=user_id))
-
-    return generate
-
-
-def print_report(report) -> None:  # type: ignore[no-untyped-def]
+def print_report(report: RunReport) -> None:
     title = f"decision week {report.decision_week} on {report.broker}" + (" (dry run: nothing sent)" if report.dry_run else "")
     table = Table("side", "qty", "ticker", "slice", "price", "notional", "target weight", "now held", title=title)
     slices = Counter((t.ticker, t.side) for t in report.planned)
@@ -100,8 +76,8 @@ def run_command(
 ) -> None:
     """Rebalance the user's paper account to their active views and profile."""
     from advisor.errors import AdvisorError
-    from advisor.forecaster.modelstore import fingerprint, resolve_model_path
     from advisor.trading import bot as bot_module
+    from advisor.trading.wiring import user_bot
 
     if once == loop:
         raise AdvisorError("choose one of --once and --loop")
@@ -111,9 +87,7 @@ def run_command(
     paper = _broker(rt, broker, user_id, params.max_weight, as_of)
     if resume:
         bot_module.resume(rt.session_factory, paper.name, user_id)
-    base_fp = fingerprint(resolve_model_path(rt.settings.base_model, rt.settings.resolved_model_dir), cache_dir=rt.settings.resolved_model_dir)
-    generator = view_generator(rt, user_id) if generate and tickers else None
-    bot = bot_module.RebalanceBot(rt.session_factory, paper, user_id, params, base_fingerprint=base_fp, generate_views=generator)
+    bot = user_bot(rt, user_id, params, paper, generate_missing_views=bool(generate and tickers))
     options = bot_module.RebalanceOptions(tickers=tuple(parse_tickers(tickers)) if tickers else None, dry_run=dry_run, poll_timeout_s=poll_timeout)
     if once:
         print_report(bot.run_once(options))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pandas as pd
 from sqlalchemy import func, select
@@ -13,7 +13,7 @@ from advisor.data.store import CompanyInfo, MarketStore, SqlMarketStore
 from advisor.errors import DataUnavailableError
 from db.models import Company, DailyBar, TextItem
 
-FAR_FUTURE = datetime.max.replace(tzinfo=timezone.utc)
+FAR_FUTURE = datetime.max.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,10 @@ is named so that a reviewer sees every use of future data.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import func, select
@@ -69,7 +71,7 @@ class MarketStore(ABC):
         """Bars between two dates with no as-of filter. For labels and outcomes only."""
 
 
-def _bars_frame(rows: list, columns: list[str] = BAR_COLUMNS) -> pd.DataFrame:
+def _bars_frame(rows: Sequence[Any], columns: list[str] = BAR_COLUMNS) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=columns)
     if frame.empty:
         return frame.set_index("date")
@@ -77,7 +79,7 @@ def _bars_frame(rows: list, columns: list[str] = BAR_COLUMNS) -> pd.DataFrame:
     return frame.set_index("date").sort_index()
 
 
-def _texts_frame(rows: list) -> pd.DataFrame:
+def _texts_frame(rows: Sequence[Any]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=TEXT_COLUMNS)
     if not frame.empty:
         frame["published_at"] = pd.to_datetime(frame["published_at"], utc=True)
@@ -171,7 +173,7 @@ class PreloadedMarketStore(MarketStore):
 
     def _all_texts(self, ticker: str) -> pd.DataFrame:
         if ticker not in self._texts:
-            self._texts[ticker] = self._sql.texts(ticker, datetime.max.replace(tzinfo=timezone.utc))
+            self._texts[ticker] = self._sql.texts(ticker, datetime.max.replace(tzinfo=UTC))
         return self._texts[ticker]
 
     def bars(self, ticker: str, as_of: datetime, start: date | None = None) -> pd.DataFrame:

@@ -44,7 +44,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
@@ -53,6 +54,7 @@ import requests
 import yfinance as yf
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
+from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 from tqdm.auto import tqdm
 from yfinance.data import YfData
 from yfinance.exceptions import YFPricesMissingError, YFRateLimitError
@@ -141,6 +143,14 @@ class _Failure:
     @property
     def retryable(self) -> bool:
         return self.kind in ("timeout", "transient")
+
+
+class _RetryableFailure(Exception):
+    """A timeout or transient failure of one attempt: tenacity retries on it."""
+
+    def __init__(self, failure: _Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
 
 
 def _default_session() -> Any:
@@ -396,39 +406,25 @@ class YahooProvider:
         return min(self.backoff_s * 2 ** (attempt - 2), MAX_BACKOFF_S)
 
     def _call(self, operation: _Operation, ticker: str, fetch: Callable[[yf.Ticker], T]) -> T:
-        """Run ``fetch`` on a fresh yfinance Ticker with bounded retries; raise a classified ProviderError."""
-        failure = _Failure("fatal", "not attempted")
-        cause: BaseException | None = None
-        for attempt in range(1, self.retries + 1):
-            if attempt > 1:
-                wait = self.backoff(attempt)
-                logger.info("%s: %s, retrying in %.2fs (attempt %d of %d)", operation.label, failure.message, wait, attempt, self.retries)
-                _sleep(wait)
-            self._exchanges.clear()
-            _instrument(self._session, self.timeout_s, self._exchanges)
-            _forget_cached_responses()
-            try:
-                with _yfinance_raises():
-                    # A fresh Ticker per attempt: yfinance caches info, news and history per object,
-                    # and marks info as fetched before fetching it.
-                    result = fetch(yf.Ticker(ticker, session=self._session))
-            except AdvisorError:
-                raise
-            except Exception as exc:
-                failure, cause = _classify(exc, list(self._exchanges), operation), exc
-            else:
-                late = _failed_answer(list(self._exchanges), operation)
-                if late is None:
-                    return result
-                failure, cause = late, None
-            if failure.kind == "unknown":
-                raise YahooUnknownSymbolError(
-                    ticker, f"Yahoo Finance does not know this symbol ({failure.message} for {operation.label})"
-                ) from cause
-            if failure.kind == "empty":
-                raise EmptyProviderResultError(f"Yahoo Finance returned no data for {operation.label}") from cause
-            if not failure.retryable:
-                raise ProviderError(f"Yahoo Finance request failed for {operation.label}: {failure.message}") from cause
+        """Run ``fetch`` on a fresh yfinance Ticker with bounded retries (tenacity); raise a classified ProviderError."""
+
+        def say(state: RetryCallState) -> None:
+            failure = state.outcome.exception() if state.outcome is not None else None
+            message = failure.failure.message if isinstance(failure, _RetryableFailure) else str(failure)
+            wait = state.next_action.sleep if state.next_action is not None else 0.0
+            logger.info("%s: %s, retrying in %.2fs (attempt %d of %d)", operation.label, message, wait, state.attempt_number + 1, self.retries)
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(_RetryableFailure), stop=stop_after_attempt(self.retries),
+            wait=wait_exponential(multiplier=self.backoff_s, min=0, max=MAX_BACKOFF_S),
+            sleep=lambda seconds: _sleep(seconds), before_sleep=say,  # _sleep looked up per call: tests replace it
+        )
+        try:
+            return retrying(self._attempt, operation, ticker, fetch)
+        except RetryError as exc:
+            last = exc.last_attempt.exception()
+            assert isinstance(last, _RetryableFailure)
+            failure, cause = last.failure, last.__cause__
         if failure.kind == "timeout":
             raise ProviderTimeoutError(
                 f"Yahoo Finance did not answer within {self.timeout_s:g}s for {operation.label} "
@@ -437,6 +433,36 @@ class YahooProvider:
         raise ProviderError(
             f"Yahoo Finance request failed for {operation.label}: {failure.message} (gave up after {self.retries} attempts)"
         ) from cause
+
+    def _attempt(self, operation: _Operation, ticker: str, fetch: Callable[[yf.Ticker], T]) -> T:
+        """One attempt: its result, a typed error that is final, or :class:`_RetryableFailure`."""
+        self._exchanges.clear()
+        _instrument(self._session, self.timeout_s, self._exchanges)
+        _forget_cached_responses()
+        cause: BaseException | None
+        try:
+            with _yfinance_raises():
+                # A fresh Ticker per attempt: yfinance caches info, news and history per object,
+                # and marks info as fetched before fetching it.
+                result = fetch(yf.Ticker(ticker, session=self._session))
+        except AdvisorError:
+            raise
+        except Exception as exc:
+            failure, cause = _classify(exc, list(self._exchanges), operation), exc
+        else:
+            late = _failed_answer(list(self._exchanges), operation)
+            if late is None:
+                return result
+            failure, cause = late, None
+        if failure.kind == "unknown":
+            raise YahooUnknownSymbolError(
+                ticker, f"Yahoo Finance does not know this symbol ({failure.message} for {operation.label})"
+            ) from cause
+        if failure.kind == "empty":
+            raise EmptyProviderResultError(f"Yahoo Finance returned no data for {operation.label}") from cause
+        if not failure.retryable:
+            raise ProviderError(f"Yahoo Finance request failed for {operation.label}: {failure.message}") from cause
+        raise _RetryableFailure(failure) from cause
 
 
 # --------------------------------------------------------------------------------------------------
@@ -455,7 +481,7 @@ def normalise_ticker(ticker: str) -> str:
 def filing_available_at(period_end: date) -> datetime:
     """When a quarter's figures count as known: period end + 45 days, 21:00 UTC (after the NY close)."""
     day = period_end + FILING_LAG
-    return datetime(day.year, day.month, day.day, FILING_HOUR_UTC, tzinfo=timezone.utc)
+    return datetime(day.year, day.month, day.day, FILING_HOUR_UTC, tzinfo=UTC)
 
 
 def _bars_frame(ticker: str, raw: pd.DataFrame, start: date, end: date, label: str) -> pd.DataFrame:
@@ -526,7 +552,7 @@ def _news_row(ticker: str, item: Any) -> dict[str, Any] | None:
     """One news item in the text-item format, from yfinance's current shape ({id, content}) or the old flat one."""
     if not isinstance(item, dict):
         return None
-    content = item.get("content") if isinstance(item.get("content"), dict) else item
+    content: dict[str, Any] = item["content"] if isinstance(item.get("content"), dict) else item
     uid = item.get("id") or content.get("id") or item.get("uuid")
     title = _text_or_none(content.get("title"))
     published = content.get("pubDate") or content.get("displayTime") or item.get("providerPublishTime")
@@ -708,12 +734,12 @@ def sync_tickers(
                 + (f" (prices stored up to {last_stored})" if last_stored else "")
             )
         if include_news:
-            news = _best_effort(summary, f"{ticker}: news not fetched", lambda: provider.fetch_news(ticker))
+            news = _best_effort(summary, f"{ticker}: news not fetched", partial(provider.fetch_news, ticker))
             if news is not None and not news.empty:
                 texts.append(news)
                 wrote_something = True
             financials = _best_effort(
-                summary, f"{ticker}: quarterly financials not fetched", lambda: provider.fetch_fundamentals(ticker)
+                summary, f"{ticker}: quarterly financials not fetched", partial(provider.fetch_fundamentals, ticker)
             )
             if financials is not None and not financials.empty:
                 figures.append(financials)

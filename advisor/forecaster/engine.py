@@ -189,7 +189,6 @@ class DecoderEngine:
     """Generates for many prompts with continuous batching; see the module docstring."""
 
     def __init__(self, model: Any) -> None:
-        import torch
 
         check_supported(model)
         self.model = model
@@ -285,7 +284,7 @@ class DecoderEngine:
 
         stacked: dict[str, _LoraGroup] = {}
         for group, members in PROJECTION_GROUPS.items():
-            parts = []  # (A [r, in], B [out, r] scaled) or None, per member
+            parts: list[tuple[Any, Any] | None] = []  # (A [r, in], B [out, r] scaled) or None, per member
             outs = []
             for parent, name in members:
                 module = getattr(getattr(layer, parent), name)

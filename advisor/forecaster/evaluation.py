@@ -264,7 +264,7 @@ def build_report(
         "Intervals are 95% percentile-bootstrap intervals over windows; windows of one ticker are correlated, so "
         "they are optimistic for per-ticker figures with few windows.",
     ]
-    return EvalReport(title, period, len(windows), share_up, model_keys, overall, dict(per_ticker), notes)
+    return EvalReport(title, period, len(windows), share_up, model_keys, overall, dict(per_ticker), notes=notes)
 
 
 def _cell(stat: dict[str, float | None], percent: bool) -> str:
@@ -274,7 +274,7 @@ def _cell(stat: dict[str, float | None], percent: bool) -> str:
     fmt = (lambda v: f"{100 * v:.1f}%") if percent else (lambda v: f"{v:.3f}")
     if stat.get("low") is None:
         return fmt(value)
-    return f"{fmt(value)} [{fmt(stat['low'])}, {fmt(stat['high'])}]"  # type: ignore[arg-type]
+    return f"{fmt(value)} [{fmt(stat['low'])}, {fmt(stat['high'])}]"
 
 
 PERCENT = {"parse_rate", "binary_accuracy", "binary_accuracy_all", "bin_accuracy"}
@@ -308,8 +308,8 @@ def to_markdown(report: EvalReport) -> str:
         n = int(next(iter(per_model.values()))["n"]["value"] or 0)
         cells = []
         for name in names:
-            stats = per_model.get(name)
-            cells.append("—" if stats is None else f"{_cell(stats['binary_accuracy'], True)} (parsed {_cell({'value': stats['parse_rate']['value']}, True)})")
+            found = per_model.get(name)
+            cells.append("—" if found is None else f"{_cell(found['binary_accuracy'], True)} (parsed {_cell({'value': found['parse_rate']['value']}, True)})")
         lines.append(f"| {ticker} | {n} | " + " | ".join(cells) + " |")
     lines += ["", "## Notes", ""] + [f"- {note}" for note in report.notes]
     return "\n".join(lines) + "\n"

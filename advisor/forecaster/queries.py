@@ -6,12 +6,13 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 import pandas as pd
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from advisor.data.store import MarketStore
 from advisor.forecaster.views import View, parse_view
 from db.models import Forecast, ModelVersion, TextItem
+from db.queries import forecasts_visible_to
 
 
 @dataclass(frozen=True)
@@ -23,21 +24,14 @@ class ViewCard:
     texts: tuple[TextItem, ...]
 
 
-def visible_to(user_id: int | None):  # type: ignore[no-untyped-def]
-    """Forecasts a user may see: their own and shared ones (never another user's)."""
-    if user_id is None:
-        return Forecast.user_id.is_(None)
-    return or_(Forecast.user_id == user_id, Forecast.user_id.is_(None))
-
-
 def view_weeks(session: Session, user_id: int | None) -> list[date]:
-    rows = session.scalars(select(Forecast.forecast_date).where(visible_to(user_id)).distinct().order_by(Forecast.forecast_date.desc()))
+    rows = session.scalars(select(Forecast.forecast_date).where(forecasts_visible_to(user_id)).distinct().order_by(Forecast.forecast_date.desc()))
     return list(rows)
 
 
 def view_cards(session: Session, user_id: int | None, week: date, tickers: list[str] | None = None, *, greedy_only: bool = True) -> list[ViewCard]:
     query = select(Forecast, ModelVersion).join(ModelVersion, Forecast.model_version_id == ModelVersion.id).where(
-        visible_to(user_id), Forecast.forecast_date == week
+        forecasts_visible_to(user_id), Forecast.forecast_date == week
     )
     if tickers:
         query = query.where(Forecast.ticker.in_(tickers))

@@ -62,7 +62,7 @@ class NaiveBayes:
 
 
 def train_naive_bayes(texts: list[str], labels: list[int], alpha: float = 0.5) -> NaiveBayes:
-    counts = {label: Counter() for label in LABELS}
+    counts: dict[int, Counter[str]] = {label: Counter() for label in LABELS}
     docs = Counter(labels)
     for text, label in zip(texts, labels, strict=True):
         counts[label].update(tokens(text))

@@ -28,6 +28,7 @@ from advisor.forecaster.sentiment import SentimentScorer, default_scorer
 from advisor.forecaster.versions import ensure_model_version
 from advisor.forecaster.views import View, parse_view
 from db.models import Forecast
+from db.queries import forecasts_visible_to
 
 
 @dataclass(frozen=True)
@@ -269,10 +270,8 @@ def load_views(
         Forecast.model_version_id == model_version_id, Forecast.forecast_date >= start, Forecast.forecast_date <= end,
         Forecast.decoding["mode"].as_string() == "greedy",
     )
-    if user_id is None:
-        query = query.where(Forecast.user_id.is_(None))
-    elif include_shared:
-        query = query.where((Forecast.user_id == user_id) | Forecast.user_id.is_(None))
+    if user_id is None or include_shared:
+        query = query.where(forecasts_visible_to(user_id))
     else:
         query = query.where(Forecast.user_id == user_id)
 

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from rich.console import Console
 from sqlalchemy.orm import Session, sessionmaker
@@ -242,7 +242,7 @@ def _train(
     started = time.perf_counter()
     train_output = trainer.train()
     elapsed = time.perf_counter() - started
-    trainer.model.save_pretrained(str(out_dir))
+    cast(Any, trainer.model).save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
     base_fp = fingerprint(base_path, cache_dir=model_dir)
     kind = options.version_kind()

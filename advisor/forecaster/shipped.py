@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -24,6 +24,9 @@ from sqlalchemy.orm import Session
 from advisor.errors import AdvisorError
 from advisor.forecaster.loading import ADAPTER_META
 from advisor.forecaster.modelstore import adapter_hash, sha256_file
+
+if TYPE_CHECKING:
+    from db.models import ModelVersion
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped" / "sft-default"
 SHIPPED_FILES: dict[str, str] = {
@@ -60,7 +63,9 @@ def shipped_base_fingerprint(directory: Path = SHIPPED_DIR) -> str | None:
     return json.loads(meta.read_text()).get("base_fingerprint") if meta.is_file() else None
 
 
-def register_shipped(session: Session, base_fingerprint: str, base_id: str, directory: Path = SHIPPED_DIR, pins: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+def register_shipped(
+    session: Session, base_fingerprint: str, base_id: str, directory: Path = SHIPPED_DIR, pins: dict[str, str] | None = None
+) -> ModelVersion | None:
     """The shipped adapter's model version for this base (created on first use), or None for another base."""
     from advisor.forecaster.versions import base_key
     from db.models import ModelVersion

@@ -147,10 +147,10 @@ class CompletionLogitsSFTTrainer(SFTTrainer):
         super().__init__(*args, **kwargs)
         self.detach_prompt = detach_prompt
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
-        loss_fn = detached_prompt_loss if self.detach_prompt and self.model.training else completion_loss
+    def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+        loss_fn = detached_prompt_loss if self.detach_prompt and model.training else completion_loss
         loss, correct, count = loss_fn(model, inputs, num_items_in_batch)
-        mode = "train" if self.model.training else "eval"
+        mode = "train" if model.training else "eval"
         if count:
             self._metrics[mode]["mean_token_accuracy"].append(float(correct) / count)
         return (loss, None) if return_outputs else loss

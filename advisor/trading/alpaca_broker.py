@@ -38,8 +38,8 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
-from typing import Any, TypeVar
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import requests
@@ -149,10 +149,10 @@ class _TimeoutSession(requests.Session):
         super().__init__()
         self.timeout_s = timeout_s
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self.timeout_s
-        return super().request(method, url, *args, **kwargs)
+        return super().request(method.decode() if isinstance(method, bytes) else method, url.decode() if isinstance(url, bytes) else url, *args, **kwargs)
 
 
 class _SingleShotTradingClient(TradingClient):
@@ -178,8 +178,8 @@ def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def _float(value: Any) -> float | None:
@@ -375,7 +375,7 @@ class AlpacaPaperBroker(Broker):
             raise OrderRejectedError(f"{request.ticker}: not a valid Alpaca market order: {exc}") from None
         what = f"submit order {request.client_order_id} ({request.side.value} {request.ticker})"
         try:
-            order = self._call(what, lambda: self._client.submit_order(alpaca_request), submitting=True)
+            order = cast(Order, self._call(what, lambda: self._client.submit_order(alpaca_request), submitting=True))
         except _DuplicateMarker as exc:
             raise DuplicateClientOrderIdError(request.client_order_id, str(exc)) from None
         return _to_broker_order(order)
@@ -401,7 +401,7 @@ class AlpacaPaperBroker(Broker):
     def get_order_by_client_id(self, client_order_id: str) -> BrokerOrder | None:
         def fetch() -> Order | None:
             try:
-                return self._client.get_order_by_client_id(client_order_id)
+                return cast(Order, self._client.get_order_by_client_id(client_order_id))
             except APIError as exc:
                 # Only Alpaca's own JSON "not found" counts: a proxy's HTML 404 must not make the
                 # caller believe the order was never placed (it would send it again).
@@ -419,7 +419,7 @@ class AlpacaPaperBroker(Broker):
         until: datetime | None = None
         for _ in range(MAX_ORDER_PAGES):
             query = GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=ORDERS_PAGE, nested=False, until=until)
-            page: list[Order] = self._read("list open orders", lambda q=query: self._client.get_orders(filter=q))  # type: ignore[misc]
+            page = cast(list[Order], self._read("list open orders", lambda q=query: self._client.get_orders(filter=q)))  # type: ignore[misc]
             fresh = [o for o in page if str(o.id) not in seen]
             for order in fresh:
                 seen[str(order.id)] = order
@@ -442,7 +442,7 @@ class AlpacaPaperBroker(Broker):
         return [_to_position(p) for p in positions]
 
     def get_account(self) -> Account:
-        account: TradeAccount = self._read("get account", self._client.get_account)  # type: ignore[arg-type]
+        account = cast(TradeAccount, self._read("get account", self._client.get_account))
         if account.account_blocked or account.trading_blocked or account.trade_suspended_by_user:
             raise OperationalBrokerError(
                 f"the Alpaca paper account {account.account_number} is blocked from trading (status {account.status.value}); "
@@ -461,7 +461,7 @@ class AlpacaPaperBroker(Broker):
         )
 
     def get_clock(self) -> MarketClock:
-        clock: Clock = self._read("get clock", self._client.get_clock)  # type: ignore[arg-type]
+        clock = cast(Clock, self._read("get clock", self._client.get_clock))
         timestamp = _utc(clock.timestamp)
         assert timestamp is not None
         return MarketClock(timestamp=timestamp, is_open=clock.is_open, next_open=_utc(clock.next_open), next_close=_utc(clock.next_close))
@@ -472,7 +472,7 @@ class AlpacaPaperBroker(Broker):
 
         def fetch() -> Position | None:
             try:
-                return self._client.get_open_position(ticker)
+                return cast(Position, self._client.get_open_position(ticker))
             except APIError as exc:
                 if exc.status_code == 404:
                     return None

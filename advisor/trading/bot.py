@@ -41,11 +41,11 @@ from advisor import market_calendar
 from advisor.data.store import SqlMarketStore
 from advisor.data.windows import weekly_decision_dates
 from advisor.errors import AdvisorError
+from advisor.execution import plan_orders
 from advisor.forecaster.service import expected_return_pct, load_views
 from advisor.forecaster.versions import serving_version
 from advisor.portfolio import RiskParams, target_weights, trailing_daily_volatility
 from advisor.trading.broker import Broker, BrokerOrder, OrderRequest, OrderStatus, Side
-from advisor.trading.safety import GuardedBroker
 from advisor.trading.errors import (
     DuplicateClientOrderIdError,
     OperationalBrokerError,
@@ -125,8 +125,8 @@ class RebalanceBot:
         self.user_id = user_id
         self.params = params
         self.base_fingerprint = base_fingerprint
-        self.clock = clock or getattr(broker, "clock", market_calendar.utcnow)
-        self._sleep = sleep or getattr(broker, "wait", time.sleep)
+        self.clock = clock or broker.clock
+        self._sleep = sleep or broker.wait
         self.generate_views = generate_views  # forecasts missing views with the user's active model
 
     # ------------------------------------------------------------------ bookkeeping
@@ -287,38 +287,34 @@ class RebalanceBot:
             else:
                 report.messages.append(f"no views for week {week}: nothing planned, positions left as they are (forecast the week first)")
             return []
-        missing = [t for t, v in views.items() if v is None]
-        if missing:
-            report.messages.append(f"no usable view this week for {', '.join(missing)}: no position")
+        unusable = [t for t, v in views.items() if v is None]
+        if unusable:
+            report.messages.append(f"no usable view this week for {', '.join(unusable)}: no position")
         weights = target_weights(views, vols, self.params)
         account = self.broker.get_account()
         report.equity = account.equity
         positions = {p.ticker: p.qty for p in self.broker.get_positions()}
-        trades: list[PlannedTrade] = []
+        prices_now: dict[str, float] = {}
         for ticker in sorted(set(weights) | set(positions)):
             price = self.broker.latest_price(ticker) or prices.get(ticker)
             if price is None or not price > 0:
                 report.messages.append(f"{ticker}: no price, not traded")
-                continue
-            current = positions.get(ticker, 0.0)
-            target = weights.get(ticker, 0.0) * account.equity / price
-            legs = [(current, target)]
-            if current and target and math.copysign(1, current) != math.copysign(1, target):
-                legs = [(current, 0.0), (0.0, target)]  # close, then open the other way
-            for start, end in legs:
-                delta = self._round(end - start)
-                if abs(delta) * price < options.min_notional:
-                    continue
-                side = Side.BUY if delta > 0 else Side.SELL
-                for qty in self._slices(abs(delta), price):
-                    sequence = sum(1 for t in trades if t.ticker == ticker and t.side is side)
-                    trades.append(PlannedTrade(ticker, side, qty, price, weights.get(ticker, 0.0), current, sequence))
-        return sorted(trades, key=lambda t: (t.side is Side.BUY, t.ticker, t.sequence))
+            else:
+                prices_now[ticker] = price
+        # The product's one order planner (the backtest's): closes and reductions, then new shorts, then new longs.
+        trades: list[PlannedTrade] = []
+        for order in plan_orders(weights, account.equity, prices_now, positions, options.min_notional, self._round):
+            side = Side.BUY if order.qty > 0 else Side.SELL
+            price = prices_now[order.ticker]
+            for qty in self._slices(abs(order.qty), price):
+                sequence = sum(1 for t in trades if t.ticker == order.ticker and t.side is side)
+                trades.append(PlannedTrade(order.ticker, side, qty, price, weights.get(order.ticker, 0.0), positions.get(order.ticker, 0.0), sequence))
+        return trades
 
     def _slices(self, qty: float, price: float) -> list[float]:
         """One trade split into orders under the broker's per-order cap (each slice gets its own sequence number
         and client order id), so a large rebalance goes through instead of being blocked whole."""
-        cap = self.broker.caps.max_order_notional if isinstance(self.broker, GuardedBroker) else None
+        cap = self.broker.max_order_notional
         if cap is None or qty * price <= cap * SLICE_HEADROOM:
             return [qty]
         count = math.ceil(qty * price / (cap * SLICE_HEADROOM))
@@ -377,6 +373,7 @@ class RebalanceBot:
             row = session.get(Order, order_id)
             assert row is not None
             request = OrderRequest(row.client_order_id, row.ticker, Side(row.side), qty=row.qty)
+        found: BrokerOrder | None
         try:
             try:
                 found = self.broker.submit_order(request)
@@ -387,7 +384,7 @@ class RebalanceBot:
                 found = self._resolve_after_failure(request, exc)  # its one send after a confirmed absence may be refused
         except OrderRejectedError as exc:
             with session_scope(self.factory) as session:
-                row = session.get(Order, order_id)
+                row = session.get_one(Order, order_id)
                 row.status, row.error = OrderStatus.REJECTED.value, str(exc)
             report.rejected[request.client_order_id] = str(exc)
             self.log(f"{request.client_order_id} rejected: {exc}", "warning")
@@ -396,7 +393,7 @@ class RebalanceBot:
             report.messages.append(f"{request.client_order_id}: broker unreachable; the intent stays and is sent on the next run")
             return
         with session_scope(self.factory) as session:
-            row = session.get(Order, order_id)
+            row = session.get_one(Order, order_id)
             self._apply(session, row, found)
         report.sent.append(request.client_order_id)
         self.log(f"sent {request.side.value} {request.qty:g} {request.ticker} ({request.client_order_id})", ticker=request.ticker)
@@ -427,7 +424,7 @@ class RebalanceBot:
             still = []
             for order_id in pending:
                 with self.factory() as session:
-                    cid = session.get(Order, order_id).client_order_id
+                    cid = session.get_one(Order, order_id).client_order_id
                 try:
                     found = self.broker.get_order_by_client_id(cid)
                 except TemporaryBrokerError:
@@ -436,7 +433,7 @@ class RebalanceBot:
                 if found is None:
                     continue
                 with session_scope(self.factory) as session:
-                    self._apply(session, session.get(Order, order_id), found)
+                    self._apply(session, session.get_one(Order, order_id), found)
                 if found.status.is_final:
                     report.final[cid] = found.status.value
                 else:
@@ -447,7 +444,7 @@ class RebalanceBot:
             self._sleep(options.poll_interval_s)
         for order_id in pending:
             with self.factory() as session:
-                row = session.get(Order, order_id)
+                row = session.get_one(Order, order_id)
                 report.final[row.client_order_id] = f"{row.status} (still open; the next run reconciles it)"
 
     def mirror_positions(self) -> None:

@@ -9,10 +9,14 @@ broker branches on it.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+
+from advisor import market_calendar
 
 
 class Side(StrEnum):
@@ -115,6 +119,17 @@ class Broker(ABC):
 
     name: str
     supports_fractional: bool = True
+    #: What "now" is for this broker: the real time, or a simulated clock in historical paper trading.
+    clock: Callable[[], datetime] = staticmethod(market_calendar.utcnow)
+
+    def wait(self, seconds: float) -> None:
+        """Let time pass while orders are polled (a simulated clock moves to the next session open)."""
+        time.sleep(seconds)
+
+    @property
+    def max_order_notional(self) -> float | None:
+        """The per-order notional cap guarding this broker, if any: the bot slices larger trades under it."""
+        return None
 
     @abstractmethod
     def submit_order(self, request: OrderRequest) -> BrokerOrder: ...

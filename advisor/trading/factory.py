@@ -42,22 +42,19 @@ def make_broker(
 
         options = {"price_lookup": _store_price(factory, clock), **(alpaca_client_options or {})}
         inner = AlpacaPaperBroker.from_settings(settings, **options)
+        inner.clock = clock
     else:
         raise ConfigError(f"unknown broker '{kind}' (use local or alpaca)")
     caps = Caps(settings.max_order_notional, settings.max_daily_notional, max_weight)
-    return GuardedBroker(inner, caps, factory, user_id, clock=clock)
+    return GuardedBroker(inner, caps, factory, user_id)
 
 
 def _store_price(factory: sessionmaker[Session], clock: Callable[[], datetime]) -> Callable[[str], float | None]:
     """The last close known now, from the store: how unheld names are priced for the safety caps."""
-    from sqlalchemy import select
-
-    from db.models import DailyBar
+    from db.queries import last_close
 
     def lookup(ticker: str) -> float | None:
         with factory() as session:
-            return session.scalar(
-                select(DailyBar.close).where(DailyBar.ticker == ticker, DailyBar.available_at <= clock()).order_by(DailyBar.date.desc()).limit(1)
-            )
+            return last_close(session, ticker, clock())
 
     return lookup

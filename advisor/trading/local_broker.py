@@ -4,8 +4,8 @@ Its book lives in the database: the account in ``paper_accounts``, orders in ``o
 mirrored columns: broker order id, status, filled quantity and price), fills in ``fills`` and positions
 in ``positions`` (authoritative for this broker). A market order fills at the **open of the first
 bar whose session opens after the order was submitted** — the same "next bar's open" rule as the
-backtest, with the backtest's slippage and commission (:class:`backtest.engine.CostModel`'s numbers,
-passed in). A buy that would take cash below zero is rejected (no margin); sells may open shorts.
+backtest, priced by the same cost model (:class:`advisor.execution.CostModel`: slippage within the
+bar's range, commission in basis points). A buy that would take cash below zero is rejected (no margin); sells may open shorts.
 Until that bar exists in the store the order stays accepted.
 
 Time comes from a clock: the real one, or a :class:`SimulatedClock` that starts at a historical
@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from sqlalchemy import select
@@ -26,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from advisor import market_calendar
 from advisor.errors import DataUnavailableError
+from advisor.execution import CostModel
 from advisor.trading.broker import (
     Account,
     Broker,
@@ -40,16 +40,9 @@ from advisor.trading.broker import (
 from advisor.trading.errors import DuplicateClientOrderIdError, OrderRejectedError
 from db.engine import session_scope
 from db.models import Company, DailyBar, Fill, Order, PaperAccount, Position
+from db.queries import last_close
 
 BROKER = "local"
-
-
-@dataclass(frozen=True)
-class FillCosts:
-    """Slippage and commission in basis points (the backtest's cost model numbers)."""
-
-    commission_bps: float = 1.0
-    slippage_bps: float = 5.0
 
 
 class SimulatedClock:
@@ -75,7 +68,7 @@ class LocalPaperBroker(Broker):
         user_id: int,
         *,
         initial_cash: float = 100_000.0,
-        costs: FillCosts = FillCosts(),
+        costs: CostModel = CostModel(),
         clock: Callable[[], datetime] = market_calendar.utcnow,
     ) -> None:
         self.factory = factory
@@ -94,14 +87,9 @@ class LocalPaperBroker(Broker):
             session.flush()
         return account
 
-    def _last_close(self, session: Session, ticker: str, now: datetime) -> float | None:
-        return session.scalar(
-            select(DailyBar.close).where(DailyBar.ticker == ticker, DailyBar.available_at <= now).order_by(DailyBar.date.desc()).limit(1)
-        )
-
     def latest_price(self, ticker: str) -> float | None:
         with self.factory() as session:
-            return self._last_close(session, ticker, self.clock())
+            return last_close(session, ticker, self.clock())
 
     def get_account(self) -> Account:
         self._match()
@@ -111,7 +99,7 @@ class LocalPaperBroker(Broker):
             cash = account.cash if account is not None else self.initial_cash
             value = 0.0
             for position in self._positions(session):
-                price = self._last_close(session, position.ticker, now) or position.avg_entry_price
+                price = last_close(session, position.ticker, now) or position.avg_entry_price
                 value += position.qty * price
             return Account(cash=cash, equity=cash + value, buying_power=max(cash, 0.0))
 
@@ -126,7 +114,7 @@ class LocalPaperBroker(Broker):
             if session.get(Company, request.ticker) is None:
                 raise OrderRejectedError(f"{request.ticker} is not a known ticker")
             if request.qty is None:
-                price = self._last_close(session, request.ticker, now)
+                price = last_close(session, request.ticker, now)
                 if price is None:
                     raise OrderRejectedError(f"no price for {request.ticker} to turn a notional order into shares")
                 qty = request.notional / price  # type: ignore[operator]
@@ -188,7 +176,7 @@ class LocalPaperBroker(Broker):
         with self.factory() as session:
             out = []
             for p in self._positions(session):
-                price = self._last_close(session, p.ticker, now)
+                price = last_close(session, p.ticker, now)
                 out.append(BrokerPosition(p.ticker, p.qty, p.avg_entry_price, None if price is None else p.qty * price))
             return out
 
@@ -233,6 +221,8 @@ class LocalPaperBroker(Broker):
                 return
             account = self._account(session)
             for order in pending:
+                if order.submitted_at is None:
+                    continue  # accepted orders always carry their submission time
                 try:
                     day = self._fill_day(order.submitted_at)
                     opens = market_calendar.session_open(day)
@@ -248,9 +238,8 @@ class LocalPaperBroker(Broker):
     def _fill(self, session: Session, account: PaperAccount, order: Order, bar: DailyBar, now: datetime) -> None:
         qty = float(order.intent.get("broker_qty") or order.qty or 0.0)
         buy = order.side == Side.BUY.value
-        slip = self.costs.slippage_bps / 10_000
-        price = min(bar.open * (1 + slip), bar.high) if buy else max(bar.open * (1 - slip), bar.low)
-        commission = qty * price * self.costs.commission_bps / 10_000
+        price = self.costs.fill_price(bar.open, bar.high, bar.low, buy=buy)
+        commission = self.costs.commission_for(qty, price)
         cash_after = account.cash - qty * price - commission if buy else account.cash + qty * price - commission
         position = session.scalar(select(Position).where(Position.user_id == self.user_id, Position.broker == BROKER, Position.ticker == order.ticker))
         current = position.qty if position else 0.0

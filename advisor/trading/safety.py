@@ -39,12 +39,12 @@ class Caps:
 
 
 class GuardedBroker(Broker):
-    def __init__(self, inner: Broker, caps: Caps, factory: sessionmaker[Session], user_id: int, clock=market_calendar.utcnow) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, inner: Broker, caps: Caps, factory: sessionmaker[Session], user_id: int) -> None:
         self.inner = inner
         self.caps = caps
         self.factory = factory
         self.user_id = user_id
-        self.clock = getattr(inner, "clock", clock)
+        self.clock = inner.clock
         self.name = inner.name
         self.supports_fractional = inner.supports_fractional
 
@@ -114,11 +114,9 @@ class GuardedBroker(Broker):
         return self.inner.latest_price(ticker)
 
     def wait(self, seconds: float) -> None:
-        wait = getattr(self.inner, "wait", None)
-        if wait is not None:
-            wait(seconds)
-        else:
-            import time
+        self.inner.wait(seconds)
 
-            time.sleep(seconds)
+    @property
+    def max_order_notional(self) -> float | None:
+        return self.caps.max_order_notional
 

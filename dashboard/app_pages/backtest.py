@@ -27,12 +27,14 @@ labels = dict(versions)
 picked = st.multiselect("Model versions to compare", [v for v, _ in versions], default=[v for v, _ in versions][:1],
                         format_func=lambda i: labels[i], key="bt_versions")
 if st.button("Run backtest", key="bt_run"):
-    if profile_choice.startswith("my profile"):
+    profile_id: int | None
+    if profile is not None and profile_choice.startswith("my profile"):
         params, label, profile_id = params_from_profile(profile), profile_choice, profile.id
     else:
         params, label, profile_id = PRESETS[profile_choice], profile_choice, None
-    groups = []
-    for version_id in picked or [None]:
+    groups: list[str] = []
+    to_run: list[int | None] = list(picked) or [None]
+    for version_id in to_run:
         try:
             with st.spinner(f"backtesting version {version_id}"):
                 outcome = run_backtest(rt.session_factory, BacktestRequest(start=start, end=end, params=params, profile_label=label,
@@ -46,14 +48,14 @@ if st.button("Run backtest", key="bt_run"):
             show_error(exc)
     st.session_state["bt_groups"] = groups
 
-groups = st.session_state.get("bt_groups")
+groups = st.session_state.get("bt_groups") or []
 with rt.session() as session:
     if not groups:
         past = user_runs(session, user.id)
         if not past:
             st.info("No backtests yet for this user: choose a period and run one.")
             st.stop()
-        groups = [past[0].group_key]
+        groups = [str(past[0].group_key)]
         st.caption("Showing your latest stored run.")
     runs = [r for g in groups for r in group_runs(session, g)]
     series = {}

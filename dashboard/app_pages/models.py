@@ -27,7 +27,7 @@ if not table:
     st.stop()
 st.caption(f"Active for {user.name}: " + (f"version {active.id} ({active.name})" if active else "none chosen — the newest shared SFT adapter serves you"))
 st.dataframe(pd.DataFrame(table), hide_index=True)
-servable = [v["id"] for v in table if v["kind"] != "reward"]
+servable = [int(str(v["id"])) for v in table if v["kind"] != "reward"]
 choice = st.selectbox("Version", servable, key="version_choice")
 c1, c2 = st.columns(2)
 if c1.button("Activate", key="activate"):

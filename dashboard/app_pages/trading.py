@@ -1,16 +1,13 @@
 """Paper trading: account, positions, orders, fills, P&L; rebalance (dry run first, then confirm); kill switch."""
 
-from datetime import date, timedelta
+from datetime import date
 
 import streamlit as st
 
-from advisor import market_calendar
-from advisor.forecaster.modelstore import fingerprint, resolve_model_path
 from advisor.portfolio import params_from_profile
-from advisor.trading.bot import RebalanceBot, RebalanceOptions, kill, resume
-from advisor.trading.factory import make_broker
-from advisor.trading.local_broker import SimulatedClock
+from advisor.trading.bot import RebalanceOptions, kill, resume
 from advisor.trading.status import account_status, equity_history
+from advisor.trading.wiring import user_bot, user_broker
 from dashboard.state import require_market_data, require_profile, require_user, setup, show_error
 
 rt = setup()
@@ -23,10 +20,7 @@ historical = st.toggle("Trade a historical week (local broker, simulated clock)"
 as_of = st.date_input("As of", value=date(2015, 6, 5), key="as_of") if historical else None
 
 try:
-    clock = market_calendar.utcnow
-    if as_of is not None:
-        clock = SimulatedClock(market_calendar.session_close(market_calendar.session_on_or_before(as_of)) + timedelta(minutes=5))
-    broker = make_broker(rt.settings.broker.kind, rt.settings.broker, rt.session_factory, user.id, params.max_weight, clock=clock)
+    broker = user_broker(rt, user.id, params.max_weight, as_of=as_of)
     account = broker.get_account()
     positions = broker.get_positions()
 except Exception as exc:  # noqa: BLE001 - broker errors are shown, never a traceback
@@ -42,13 +36,11 @@ if positions:
                    "market value": None if p.market_value is None else round(p.market_value, 2)} for p in positions], hide_index=True)
 
 st.subheader("Rebalance now")
-model_dir = rt.settings.resolved_model_dir
 try:
-    base_fp = fingerprint(resolve_model_path(rt.settings.base_model, model_dir), cache_dir=model_dir)
-except Exception as exc:  # noqa: BLE001
+    bot = user_bot(rt, user.id, params, broker)
+except Exception as exc:  # noqa: BLE001 - a missing base model is shown, never a traceback
     show_error(exc)
     st.stop()
-bot = RebalanceBot(rt.session_factory, broker, user.id, params, base_fingerprint=base_fp)
 if st.button("Preview the orders (dry run)", key="dry_run"):
     try:
         plan = bot.run_once(RebalanceOptions(dry_run=True))
@@ -73,7 +65,7 @@ if "plan" in st.session_state:
 
 with rt.session() as session:
     status = account_status(session, user.id, broker.name)
-    history = equity_history(session, user.id, broker.name, until=clock())
+    history = equity_history(session, user.id, broker.name, until=broker.clock())
 st.subheader("Bot")
 st.write(f"status **{status.bot_status}**" + (" — **kill switch on**" if status.kill_requested else "") + f"; last decision week {status.last_decision_week}")
 k1, k2 = st.columns(2)

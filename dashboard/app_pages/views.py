@@ -28,9 +28,13 @@ with st.expander("Generate new views", expanded=not weeks):
         bar = st.progress(0.0, text="loading the model")
         try:
             handle, version = user_model(rt, user)
+
+            def show_progress(done: int, total: int) -> None:
+                bar.progress(done / total, text=f"{done}/{total} views")
+
             with rt.session() as session:
                 forecast_tickers(session, SqlMarketStore(session), handle, tickers, day, who=Personalisation(user_id=user.id),
-                                 progress=False, on_progress=lambda done, total: bar.progress(done / total, text=f"{done}/{total} views"))
+                                 progress=False, on_progress=show_progress)
             bar.progress(1.0, text="done")
             st.rerun()
         except Exception as exc:  # noqa: BLE001

@@ -13,7 +13,6 @@ from backtest.runner import BENCHMARK, BacktestInputError, BacktestRequest, run_
 from db.models import BacktestEquity, BacktestPosition, BacktestRun, DailyBar, Forecast
 
 
-
 def request_for(version: int | None, **kwargs) -> BacktestRequest:
     base = dict(start=date(2014, 3, 3), end=date(2014, 8, 29), params=preset("moderate"), profile_label="moderate", model_version_id=version)
     return BacktestRequest(**{**base, **kwargs})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -58,8 +58,8 @@ def test_bars_become_available_at_the_session_close(sqlite_factory, synthetic_bu
     with sqlite_factory() as session:
         winter = session.get(DailyBar, ("AAA", date(2014, 1, 2)))
         summer = session.get(DailyBar, ("AAA", date(2014, 6, 2)))
-    assert winter.available_at == datetime(2014, 1, 2, 21, 0, tzinfo=timezone.utc)  # 16:00 EST
-    assert summer.available_at == datetime(2014, 6, 2, 20, 0, tzinfo=timezone.utc)  # 16:00 EDT
+    assert winter.available_at == datetime(2014, 1, 2, 21, 0, tzinfo=UTC)  # 16:00 EST
+    assert summer.available_at == datetime(2014, 6, 2, 20, 0, tzinfo=UTC)  # 16:00 EDT
 
 
 def test_after_close_tweets_count_for_the_next_session(sqlite_factory, tmp_path: Path) -> None:
@@ -93,7 +93,7 @@ def test_early_close_moves_afternoon_tweets_to_the_next_session(sqlite_factory, 
         item = session.scalars(select(TextItem).where(TextItem.external_id == "777")).one()
         bar = session.get(DailyBar, ("AAA", date(2014, 11, 28)))
     assert item.session_date == date(2014, 12, 1)
-    assert bar.available_at == datetime(2014, 11, 28, 18, 0, tzinfo=timezone.utc)
+    assert bar.available_at == datetime(2014, 11, 28, 18, 0, tzinfo=UTC)
 
 
 def test_real_bundle_imports_completely(real_db) -> None:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from advisor.data.textselect import TextRecord, cashtag_pattern, clean_for_prompt, select_texts
 
-T0 = datetime(2015, 1, 5, 15, tzinfo=timezone.utc)
+T0 = datetime(2015, 1, 5, 15, tzinfo=UTC)
 
 
 def rec(i: int, text: str, author: str | None = None, followers: int = 0, source: str = "stocknet-twitter") -> TextRecord:

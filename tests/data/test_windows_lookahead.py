@@ -7,7 +7,7 @@ window must come out identical, for both store implementations.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -155,7 +155,7 @@ def test_future_and_unknown_and_out_of_range_dates(bundle_db, monkeypatch) -> No
 
 def test_today_before_the_close_uses_the_previous_session(bundle_db, monkeypatch) -> None:
     # Pretend it is Friday 2014-03-07, 15:00 New York time: that session has not closed yet.
-    monkeypatch.setattr(market_calendar, "utcnow", lambda: datetime(2014, 3, 7, 20, 0, tzinfo=timezone.utc))
+    monkeypatch.setattr(market_calendar, "utcnow", lambda: datetime(2014, 3, 7, 20, 0, tzinfo=UTC))
     with bundle_db() as session:
         window = build_window(SqlMarketStore(session), "AAA", date(2014, 3, 7))
         assert window.decision_date == date(2014, 3, 6)
@@ -187,7 +187,7 @@ def test_real_bundle_window_matches_known_prices(real_db) -> None:
         store = SqlMarketStore(session)
         window = build_window(store, "AAPL", date(2015, 6, 5))
         label = weekly_label(store, "AAPL", window.decision_date)
-    assert window.as_of == datetime(2015, 6, 5, 20, 0, tzinfo=timezone.utc)
+    assert window.as_of == datetime(2015, 6, 5, 20, 0, tzinfo=UTC)
     assert window.last_price == pytest.approx(123.215904)
     assert label.return_pct == pytest.approx(-1.1504, abs=1e-3)
     assert label.text == "Down by 1-2%"

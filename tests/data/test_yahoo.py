@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -33,7 +33,7 @@ from tests.fakes.yahoo_server import CRUMB, FakeYahoo, NetworkLeakError, NewsIte
 # yfinance 1.7 calls DataFrame.sort_index(inplace=True), which this pandas deprecates; not our code.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:yfinance.*")
 
-UTC = timezone.utc
+UTC = UTC
 NOW = datetime(2024, 4, 2, 12, 0, tzinfo=UTC)  # a Tuesday, 08:00 in New York: 2024-04-01 is the last closed session
 JAN_START, JAN_END = date(2024, 1, 2), date(2024, 1, 31)
 BACKOFF_S = 0.01

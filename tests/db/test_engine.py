@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import Engine, text
@@ -21,14 +21,14 @@ def test_sqlite_runs_in_wal_with_foreign_keys_and_busy_timeout(sqlite_engine: En
 
 
 def test_foreign_keys_are_enforced(factory: sessionmaker[Session]) -> None:
-    now = datetime(2014, 1, 2, 21, tzinfo=timezone.utc)
+    now = datetime(2014, 1, 2, 21, tzinfo=UTC)
     with pytest.raises(IntegrityError):
         with session_scope(factory) as session:
             session.add(DailyBar(ticker="NOPE", date=date(2014, 1, 2), open=1, high=1, low=1, close=1, adj_close=1, volume=1, available_at=now))
 
 
 def test_check_constraints_refuse_bad_prices(factory: sessionmaker[Session]) -> None:
-    now = datetime(2014, 1, 2, 21, tzinfo=timezone.utc)
+    now = datetime(2014, 1, 2, 21, tzinfo=UTC)
     with session_scope(factory) as session:
         session.add(Company(ticker="AAA", name="A"))
     with pytest.raises(IntegrityError):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -32,7 +32,7 @@ def test_upgrade_keeps_data_of_an_old_database(db_url: str) -> None:
     assert current_revision(engine) == first
     tables = set(inspect(engine).get_table_names())
     assert "companies" in tables and "users" not in tables
-    closed = datetime(2014, 1, 2, 21, 0, tzinfo=timezone.utc)
+    closed = datetime(2014, 1, 2, 21, 0, tzinfo=UTC)
     with engine.begin() as connection:
         # Written the way the old schema's code would have: plain SQL against the old tables.
         connection.execute(
@@ -86,7 +86,7 @@ def test_upgrade_rebuilds_orders_while_fills_reference_them(db_url: str) -> None
     engine = make_engine(db_url)
     upgrade(engine, "0003")
     factory = make_session_factory(engine)
-    filled_at = datetime(2015, 6, 1, 13, 30, tzinfo=timezone.utc)
+    filled_at = datetime(2015, 6, 1, 13, 30, tzinfo=UTC)
     with factory() as session:
         user = User(name="bob")
         session.add(user)

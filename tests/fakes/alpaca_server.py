@@ -45,7 +45,7 @@ import socket
 import threading
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -94,7 +94,7 @@ def _num(value: float | None) -> str | None:
 
 
 def _ts(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return None if moment is None else moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _decimals(value: Any) -> int:
@@ -481,7 +481,7 @@ class FakeAlpaca:
     # ---- internals --------------------------------------------------------------------------
 
     def _now(self) -> datetime:
-        return self.now or datetime.now(timezone.utc)
+        return self.now or datetime.now(UTC)
 
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:

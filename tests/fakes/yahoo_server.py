@@ -26,7 +26,7 @@ import math
 import threading
 import zlib
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
@@ -194,7 +194,7 @@ class FakeYahoo:
         return None
 
     def _now(self) -> datetime:
-        return self.now or datetime.now(timezone.utc)
+        return self.now or datetime.now(UTC)
 
 
 class FakeYahooSession(requests.Session):
@@ -344,7 +344,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, endpoint: str, ticker: str | None, record: RecordedRequest, fault: Fault | None) -> None:
         if endpoint == "cookie":
-            expires = (datetime.now(timezone.utc) + timedelta(days=365)).strftime("%a, %d %b %Y %H:%M:%S GMT")
+            expires = (datetime.now(UTC) + timedelta(days=365)).strftime("%a, %d %b %Y %H:%M:%S GMT")
             self._send(404, b"<html>Not Found</html>", "text/html", {"Set-Cookie": f"A3=d=fake&S=fake; Expires={expires}; Path=/"})
         elif endpoint == "crumb":
             self._send(200, CRUMB.encode(), "text/plain")
@@ -512,7 +512,7 @@ class _Handler(BaseHTTPRequestHandler):
             if kind.startswith("quarterly") and figures and kind[len("quarterly"):] in figures:
                 values = figures[kind[len("quarterly"):]]
                 ends = sorted(values)
-                entry["timestamp"] = [int(datetime(d.year, d.month, d.day, tzinfo=timezone.utc).timestamp()) for d in ends]
+                entry["timestamp"] = [int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp()) for d in ends]
                 entry[kind] = [
                     {
                         "dataId": 20100,
@@ -537,8 +537,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "title": item.title,
                 "description": "",
                 "summary": item.summary,
-                "pubDate": item.published.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "displayTime": item.published.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "pubDate": item.published.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "displayTime": item.published.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "isHosted": True,
                 "provider": {"displayName": item.publisher, "url": "https://www.example.com/"},
                 "canonicalUrl": {"url": f"https://finance.yahoo.com/news/{item.uuid}.html", "site": "finance", "region": "US", "lang": "en-US"},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -103,7 +103,7 @@ def test_grounded_targets_pass_the_checker_on_real_windows(real_db, real_bundle:
 
 
 def _record(i: int, text: str) -> TextRecord:
-    at = datetime(2014, 5, 5, 15, i, tzinfo=timezone.utc)
+    at = datetime(2014, 5, 5, 15, i, tzinfo=UTC)
     return TextRecord(i, "stocknet-tweets", at, at.date(), text, f"author{i}", 1000 - i, 0, f"key{i}")
 
 

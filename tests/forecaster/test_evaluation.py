@@ -31,6 +31,9 @@ def test_report_compares_model_and_baselines_on_the_same_windows(market, tiny_mo
     assert report.overall["always_up"]["parse_rate"]["value"] == 1.0
     assert report.overall["model"]["parse_rate"]["value"] == 0.0  # random weights write nothing parseable
     assert set(report.per_ticker) <= {"AAA", "BBB", "CCC"}
+    # The report keeps its caveats (share of up weeks, what the intervals mean); they once landed in view_quality.
+    assert any("realised weeks were up" in note for note in report.notes) and any("bootstrap" in note for note in report.notes)
+    assert isinstance(report.view_quality, dict) and set(report.view_quality) == {"model"}
     paths = write_report(report, tmp_path / "reports", "eval-test")
     saved = json.loads(Path(paths["json"]).read_text())
     assert saved["windows"] == 9 and "mcc" in saved["overall"]["momentum"]

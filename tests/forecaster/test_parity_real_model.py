@@ -31,8 +31,8 @@ from advisor.forecaster.loading import ModelSpec, cpu_has_native_bf16, load_mode
 from advisor.forecaster.prompts import PromptConfig
 from advisor.forecaster.sentiment import find_tfns, load_scorer
 from advisor.forecaster.service import WindowConfig, build_prompts
-from advisor.forecaster.shipped import shipped_adapter
 from advisor.forecaster.sft import labelled_windows
+from advisor.forecaster.shipped import shipped_adapter
 from advisor.forecaster.views import parse_view
 
 pytestmark = pytest.mark.slow

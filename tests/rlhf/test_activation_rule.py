@@ -17,7 +17,9 @@ def report(utility_diff: float, pref_diff: tuple[float, float, float], tuned_vie
     r.utility = {"difference": {"value": utility_diff, "low": utility_diff - 1e-4, "high": utility_diff + 1e-4, "n": 10}}
     value, low, high = pref_diff
     r.preference_accuracy = {"difference": {"value": value, "low": low, "high": high, "n": 10}}
-    view = lambda p: SimpleNamespace(raw_text=f"Positive developments:\n1. x\n\nPotential concerns:\n1. y\n\nPrediction: {p}\nAnalysis: z")
+    def view(p):
+        return SimpleNamespace(raw_text=f"Positive developments:\n1. x\n\nPotential concerns:\n1. y\n\nPrediction: {p}\nAnalysis: z")
+
     r.prediction_spread = {"tuned": prediction_spread([view(p) for p in tuned_views]), "parent": prediction_spread([view(p) for p in parent_views])}
     return r
 

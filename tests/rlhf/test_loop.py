@@ -9,17 +9,17 @@ import pytest
 import torch
 from sqlalchemy import select
 
+from advisor.errors import AdvisorError
 from advisor.forecaster.loading import ModelSpec, clear_cache, load_model, write_adapter_meta
 from advisor.forecaster.modelstore import fingerprint
 from advisor.forecaster.versions import base_key, ensure_model_version
 from db.engine import session_scope
 from db.models import ModelVersion, TrainingRun
-from advisor.errors import AdvisorError
 from rlhf.loop import LoopOptions, TooFewPreferencesError, run_loop
-from rlhf.train_pref import MIN_DPO_PAIRS
 from rlhf.preferences import record_choice
 from rlhf.profiles import ARCHETYPES, get_user, require_profile, save_profile
 from rlhf.registry import activate, active_version
+from rlhf.train_pref import MIN_DPO_PAIRS
 from tests.rlhf.conftest import add_candidates
 
 OPTIONS = LoopOptions(

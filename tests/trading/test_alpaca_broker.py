@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -75,17 +75,17 @@ def test_account_and_clock_are_mapped(broker: AlpacaPaperBroker, fake_alpaca: Fa
     )
     clock = broker.get_clock()
     assert clock.is_open is True
-    assert clock.timestamp == datetime(2024, 3, 8, 15, 0, tzinfo=timezone.utc)
-    assert clock.timestamp.tzinfo is timezone.utc
-    assert clock.next_open == datetime(2024, 3, 11, 13, 30, tzinfo=timezone.utc)  # after the DST switch
-    assert clock.next_close == datetime(2024, 3, 8, 21, 0, tzinfo=timezone.utc)
+    assert clock.timestamp == datetime(2024, 3, 8, 15, 0, tzinfo=UTC)
+    assert clock.timestamp.tzinfo is UTC
+    assert clock.next_open == datetime(2024, 3, 11, 13, 30, tzinfo=UTC)  # after the DST switch
+    assert clock.next_close == datetime(2024, 3, 8, 21, 0, tzinfo=UTC)
 
 
 def test_fractional_order_lifecycle_submit_lookup_list_cancel(broker: AlpacaPaperBroker, fake_alpaca: FakeAlpaca) -> None:
     order = broker.submit_order(buy("rb-1-AAPL", qty=1.25))
     assert order.status is OrderStatus.NEW and order.qty == 1.25 and order.notional is None
     assert order.side is Side.BUY and order.ticker == "AAPL" and order.filled_qty == 0.0 and order.filled_avg_price is None
-    assert order.submitted_at is not None and order.submitted_at.tzinfo is timezone.utc
+    assert order.submitted_at is not None and order.submitted_at.tzinfo is UTC
 
     sent = fake_alpaca.requests_for("submit_order")[0].body
     assert sent == {"symbol": "AAPL", "qty": 1.25, "side": "buy", "type": "market", "time_in_force": "day", "client_order_id": "rb-1-AAPL"}

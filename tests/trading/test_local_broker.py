@@ -8,16 +8,17 @@ import pytest
 from sqlalchemy import select
 
 from advisor import market_calendar
+from advisor.execution import CostModel
 from advisor.trading.broker import OrderRequest, OrderStatus, Side
 from advisor.trading.errors import DuplicateClientOrderIdError, OrderRejectedError
-from advisor.trading.local_broker import FillCosts, LocalPaperBroker, SimulatedClock
+from advisor.trading.local_broker import LocalPaperBroker, SimulatedClock
 from db.models import DailyBar, PaperAccount
 from tests.trading.conftest import sim_clock
 
 
 def test_market_order_fills_at_the_next_open_with_costs(trading_db) -> None:
     clock = sim_clock(date(2014, 5, 9))  # Friday after the close
-    broker = LocalPaperBroker(trading_db, 1, costs=FillCosts(commission_bps=2, slippage_bps=10), clock=clock)
+    broker = LocalPaperBroker(trading_db, 1, costs=CostModel(commission_bps=2, slippage_bps=10), clock=clock)
     order = broker.submit_order(OrderRequest("c-1", "AAA", Side.BUY, qty=10))
     assert order.status is OrderStatus.ACCEPTED and order.filled_qty == 0
     broker.wait(1)  # simulated: jump to Monday's open
