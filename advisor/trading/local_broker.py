@@ -38,6 +38,7 @@ from advisor.trading.broker import (
     Side,
 )
 from advisor.trading.errors import DuplicateClientOrderIdError, OrderRejectedError
+from advisor.trading.intent import OrderIntent
 from db.engine import session_scope
 from db.models import Company, DailyBar, Fill, Order, PaperAccount, Position
 from db.queries import last_close
@@ -127,7 +128,7 @@ class LocalPaperBroker(Broker):
             row.broker_order_id = f"local-{uuid.uuid4().hex[:16]}"
             row.status = OrderStatus.ACCEPTED.value
             row.submitted_at = now
-            row.intent = {**(row.intent or {}), "broker_qty": qty}
+            row.intent = OrderIntent.load(row.intent).model_copy(update={"broker_qty": qty}).dump()
             session.flush()
         self._match()
         found = self.get_order_by_client_id(request.client_order_id)
@@ -236,7 +237,7 @@ class LocalPaperBroker(Broker):
                 self._fill(session, account, order, bar, now)
 
     def _fill(self, session: Session, account: PaperAccount, order: Order, bar: DailyBar, now: datetime) -> None:
-        qty = float(order.intent.get("broker_qty") or order.qty or 0.0)
+        qty = float(OrderIntent.load(order.intent).broker_qty or order.qty or 0.0)
         buy = order.side == Side.BUY.value
         price = self.costs.fill_price(bar.open, bar.high, bar.low, buy=buy)
         commission = self.costs.commission_for(qty, price)

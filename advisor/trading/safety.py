@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from advisor import market_calendar
 from advisor.trading.broker import Account, Broker, BrokerOrder, BrokerPosition, MarketClock, OrderRequest, Side
 from advisor.trading.errors import OrderRejectedError
+from advisor.trading.intent import OrderIntent
 from db.models import Order
 
 WEIGHT_TOLERANCE = 0.02
@@ -56,7 +57,7 @@ class GuardedBroker(Broker):
                 Order.user_id == self.user_id, Order.broker == self.inner.name, Order.submitted_at.is_not(None), Order.submitted_at >= start
             )
         ).all()
-        return sum(float((intent or {}).get("notional_estimate", 0.0)) for intent, submitted in rows if market_calendar.exchange_today(submitted) == today)
+        return sum(OrderIntent.load(intent).notional_estimate for intent, submitted in rows if market_calendar.exchange_today(submitted) == today)
 
     def check(self, request: OrderRequest) -> float:
         """The order's estimated notional; raises OrderBlockedError on any breach."""

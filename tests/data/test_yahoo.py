@@ -19,8 +19,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from advisor import market_calendar
-from advisor.data import yahoo
 from advisor.data.yahoo import YahooProvider, YahooUnknownSymbolError, sync_tickers
+from advisor.data.yahoo import http as yahoo_http
+from advisor.data.yahoo import provider as yahoo
 from advisor.errors import (
     EmptyProviderResultError,
     ProviderError,
@@ -343,9 +344,9 @@ def test_the_default_session_is_bounded_too(fake: FakeYahoo) -> None:
     Talks to the fake directly (127.0.0.1), never to a Yahoo host.
     """
     fake.add_fault("chart", "HANG", "delay", delay_s=5.0, history_only=False)
-    session = yahoo._default_session()
+    session = yahoo_http._default_session()
     log: list = []
-    yahoo._instrument(session, 0.3, log)
+    yahoo_http._instrument(session, 0.3, log)
     started = time.monotonic()
     with pytest.raises(Exception) as caught:
         session.get(
@@ -354,7 +355,7 @@ def test_the_default_session_is_bounded_too(fake: FakeYahoo) -> None:
             headers={"X-Yahoo-Host": "query2.finance.yahoo.com"},
             timeout=30,  # what yfinance asks for; the provider's 0.3 s wins
         )
-    assert yahoo._is_timeout(caught.value), repr(caught.value)
+    assert yahoo_http._is_timeout(caught.value), repr(caught.value)
     assert time.monotonic() - started < 2.0
     assert len(log) == 1 and log[0].error is caught.value
 
