@@ -18,6 +18,19 @@ from db.models import RiskProfile, User
 from db.queries import find_user, latest_profile
 
 USER_KEY = "advisor_user"
+_SELECT_NEXT = "_select_user_next"  # a user to select on the next run (a widget's value cannot change after it is drawn)
+_FLASH = "_flash"
+
+
+def flash(message: str) -> None:
+    """A confirmation shown once, on the next run (pages call ``st.rerun()`` after a write so they show fresh data)."""
+    st.session_state[_FLASH] = message
+
+
+def show_flash() -> None:
+    message = st.session_state.pop(_FLASH, None)
+    if message:
+        st.success(message)
 
 
 def _argv_settings() -> dict[str, Any]:
@@ -59,6 +72,9 @@ def user_selector(rt: Runtime) -> None:
     names = users(rt)
     with st.sidebar:
         st.markdown("### Who is using the advisor?")
+        chosen = st.session_state.pop(_SELECT_NEXT, None)
+        if chosen in names:
+            st.session_state["user_select"] = chosen
         if names:
             current = st.session_state.get(USER_KEY)
             index = names.index(current) if current in names else 0
@@ -66,15 +82,33 @@ def user_selector(rt: Runtime) -> None:
         else:
             st.caption("No users yet: create one below.")
             st.session_state[USER_KEY] = None
-        with st.form("new_user"):
-            name = st.text_input("New user name")
-            if st.form_submit_button("Create user") and name.strip():
-                from rlhf.profiles import ensure_user
+        created = st.session_state.pop("_user_created", None)
+        if created:
+            st.success(f"Created user {created}: answer the questionnaire on the Profile page next.")
+        with st.form("new_user", clear_on_submit=True):
+            name = st.text_input("New user name", key="new_user_name")
+            if st.form_submit_button("Create user", key="create_user"):
+                _create_user(rt, name)
 
-                with rt.session() as session:
-                    ensure_user(session, name.strip())
-                st.session_state[USER_KEY] = name.strip()
-                st.rerun()
+
+def _create_user(rt: Runtime, name: str) -> None:
+    from rlhf.profiles import ensure_user
+
+    if not name.strip():
+        st.error("Enter a name for the new user.")
+        return
+    try:
+        with rt.session() as session:
+            existed = find_user(session, name.strip()) is not None
+            user = ensure_user(session, name)
+            created = user.name
+    except Exception as exc:  # noqa: BLE001 - shown to the user
+        show_error(exc)
+        return
+    st.session_state[USER_KEY] = created
+    st.session_state[_SELECT_NEXT] = created
+    st.session_state["_user_created"] = created if not existed else None
+    st.rerun()
 
 
 def current_user(rt: Runtime) -> User | None:

@@ -92,6 +92,16 @@ def record_rating(session: Session, user: User, profile: RiskProfile, forecast_i
     return preference
 
 
+def user_ratings(session: Session, user: User, forecast_ids: Sequence[int]) -> dict[int, int]:
+    """The user's stored thumbs (+1 / -1) on these views, by forecast id (one per view: a new one replaces)."""
+    rows = session.execute(
+        select(Preference.forecast_id, Preference.rating).where(
+            Preference.user_id == user.id, Preference.kind == "rating", Preference.forecast_id.in_(list(forecast_ids))
+        ).order_by(Preference.id)
+    ).all()
+    return {int(fid): int(rating) for fid, rating in rows if fid is not None and rating is not None}
+
+
 def candidate_groups(forecasts: Sequence[Forecast]) -> list[list[Forecast]]:
     groups: dict[str, list[Forecast]] = {}
     for row in forecasts:

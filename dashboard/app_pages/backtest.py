@@ -46,18 +46,20 @@ if st.button("Run backtest", key="bt_run"):
                 st.caption(note)
         except Exception as exc:  # noqa: BLE001
             show_error(exc)
-    st.session_state["bt_groups"] = groups
+    st.session_state[f"bt_groups_{user.id}"] = groups  # per user: switching user never shows another user's runs
 
-groups = st.session_state.get("bt_groups") or []
+groups = st.session_state.get(f"bt_groups_{user.id}") or []
 with rt.session() as session:
     if not groups:
         past = user_runs(session, user.id)
         if not past:
             st.info("No backtests yet for this user: choose a period and run one.")
             st.stop()
-        groups = [str(past[0].group_key)]
-        st.caption("Showing your latest stored run.")
-    runs = [r for g in groups for r in group_runs(session, g)]
+        latest = past[0]
+        groups = [str(latest.group_key)]
+        st.caption(f"Showing your latest stored run: #{latest.id}, {latest.start} to {latest.end}, "
+                   f"{latest.config.get('profile') or 'profile'} profile, stored {latest.created_at:%Y-%m-%d %H:%M}.")
+    runs = [r for g in groups for r in group_runs(session, g) if r.user_id in (user.id, None)]
     series = {}
     for r in runs:
         label = f"{r.strategy} (v{r.model_version_id})" if r.strategy == "views" else r.strategy

@@ -10,9 +10,9 @@ from advisor.forecaster.generation import Decoding
 from advisor.forecaster.queries import view_cards, view_weeks
 from advisor.forecaster.service import Personalisation, WindowConfig, forecast_windows
 from advisor.forecaster.views import parse_view
-from dashboard.state import require_market_data, require_profile, require_user, setup, show_error, user_model
+from dashboard.state import flash, md_escape, require_market_data, require_profile, require_user, setup, show_error, show_flash, user_model
 from rlhf import jobs
-from rlhf.preferences import feedback_counts, pending_pairs, record_choice, record_rating
+from rlhf.preferences import feedback_counts, pending_pairs, record_choice, record_rating, user_ratings
 from rlhf.profiles import get_user
 
 rt = setup()
@@ -20,6 +20,7 @@ require_market_data(rt)
 user = require_user(rt)
 profile = require_profile(rt, user)
 st.title("Which views do you prefer?")
+show_flash()
 
 with rt.session() as session:
     counts = feedback_counts(session, get_user(session, user.name))
@@ -30,13 +31,14 @@ def show_view(title: str, raw_text: str) -> None:
     view = parse_view(raw_text)
     st.markdown(f"#### {title}")
     if view.is_signal:
-        st.markdown(f"**Prediction: {view.prediction_text}**")
-        st.markdown("**Positives**\n" + "\n".join(f"- {p}" for p in view.positives))
-        st.markdown("**Concerns**\n" + "\n".join(f"- {c}" for c in view.concerns))
-        st.markdown(f"**Analysis:** {view.analysis}")
+        st.markdown(f"**Prediction: {md_escape(view.prediction_text or '')}**")
+        st.markdown("**Positives**\n" + "\n".join(f"- {md_escape(p)}" for p in view.positives))
+        st.markdown("**Concerns**\n" + "\n".join(f"- {md_escape(c)}" for c in view.concerns))
+        st.markdown(f"**Analysis:** {md_escape(view.analysis)}")
     else:
         st.warning(f"Did not parse: {view.error}")
-        st.code(raw_text[:500] or "(empty)")
+        with st.container(border=True):  # the model's text as it wrote it, wrapped (not a code block running off the page)
+            st.markdown(md_escape(raw_text[:1500]) or "(empty)")
 
 
 st.subheader("A / B")
@@ -51,18 +53,22 @@ if pair:
         show_view("View A", a_text)
     with right:
         show_view("View B", b_text)
-    with st.form("choice"):
-        choice = st.radio("Your choice", ["A is better", "B is better", "Both are bad"], key="choice_radio", horizontal=True)
-        comment = st.text_input("Comment (optional)", key="choice_comment")
-        if st.form_submit_button("Save my choice"):
-            code = {"A is better": "a", "B is better": "b", "Both are bad": "both_bad"}[choice]
-            try:
-                with rt.session() as session:
-                    record_choice(session, get_user(session, user.name), profile, a_id, b_id, code, comment or None)
-                st.success("Saved.")
-                st.rerun()
-            except Exception as exc:  # noqa: BLE001
-                show_error(exc)
+    # Keys carry the pair: the next pair starts with no choice and no comment; nothing is chosen by default.
+    with st.form(f"choice_{a_id}_{b_id}"):
+        choice = st.radio("Your choice", ["A is better", "B is better", "Both are bad"], index=None, key=f"choice_radio_{a_id}_{b_id}", horizontal=True)
+        comment = st.text_input("Comment (optional)", key=f"choice_comment_{a_id}_{b_id}")
+        if st.form_submit_button("Save my choice", key="save_choice"):
+            if choice is None:
+                st.warning("Choose A, B or 'Both are bad' first: nothing was saved.")
+            else:
+                code = {"A is better": "a", "B is better": "b", "Both are bad": "both_bad"}[choice]
+                try:
+                    with rt.session() as session:
+                        record_choice(session, get_user(session, user.name), profile, a_id, b_id, code, comment or None)
+                    flash(f"Saved your choice for {ticker} ({choice}).")
+                    st.rerun()
+                except Exception as exc:  # noqa: BLE001
+                    show_error(exc)
 else:
     st.info("No pair waiting. Make one: the advisor writes two candidate views for a ticker and week.")
 with st.expander("Make a new pair"):
@@ -87,6 +93,11 @@ with rt.session() as session:
     weeks = view_weeks(session, user.id)
     cards = view_cards(session, user.id, weeks[0]) if weeks else []
     items = [(c.forecast.id, c.forecast.ticker, c.forecast.forecast_date, c.view.prediction_text or "unparsed") for c in cards[:6]]
+    stored = user_ratings(session, get_user(session, user.name), [i[0] for i in items])
+for forecast_id, rating_value in stored.items():  # show what is stored: thumbs up is 1, down 0 in st.feedback
+    if f"thumb_{forecast_id}" not in st.session_state:
+        st.session_state[f"thumb_{forecast_id}"] = 1 if rating_value > 0 else 0
+        st.session_state[f"rated_{forecast_id}"] = st.session_state[f"thumb_{forecast_id}"]
 if not items:
     st.caption("No views to rate yet (see the Views page).")
 for forecast_id, ticker, day, prediction in items:

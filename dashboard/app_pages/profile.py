@@ -3,33 +3,40 @@
 import pandas as pd
 import streamlit as st
 
-from dashboard.state import current_profile, require_user, setup, show_error
+from dashboard.state import current_profile, flash, require_user, setup, show_error, show_flash
 from rlhf.profiles import QUESTIONS, get_user, profile_history, save_profile, score_answers
 
 rt = setup()
 user = require_user(rt)
 st.title(f"Risk profile — {user.name}")
+show_flash()
 profile = current_profile(rt, user)
 if profile is None:
     st.info("No profile yet. Answer the questions below; the advisor sizes every position from the result.")
 else:
     st.success(f"Current profile v{profile.version}: {score_answers(profile.answers).describe()}")
 
-with st.form("questionnaire"):
-    answers = {}
+# Widget keys carry the user's id: switching user shows that user's answers, never the previous user's.
+with st.form(f"questionnaire_{user.id}"):
+    answers: dict[str, int | None] = {}
     for q in QUESTIONS:
-        default = (profile.answers or {}).get(q.key, 1) if profile else 1
-        choice = st.radio(q.text, q.options, index=int(default), key=f"q_{q.key}", horizontal=True)
-        answers[q.key] = q.options.index(choice)
-    submitted = st.form_submit_button("Save my profile")
+        stored = (profile.answers or {}).get(q.key) if profile else None
+        choice = st.radio(q.text, q.options, index=None if stored is None else int(stored), key=f"q_{user.id}_{q.key}", horizontal=True)
+        answers[q.key] = None if choice is None else q.options.index(choice)
+    submitted = st.form_submit_button("Save my profile", key="save_profile")
 if submitted:
-    try:
-        with rt.session() as session:
-            saved, created = save_profile(session, user.name, answers)
-            version = saved.version
-        st.success(f"Saved as profile version {version}." if created else "Nothing changed: your answers match the current profile.")
-    except Exception as exc:  # noqa: BLE001 - shown to the user
-        show_error(exc)
+    missing = [q.text for q in QUESTIONS if answers[q.key] is None]
+    if missing:
+        st.warning(f"Answer every question before saving ({len(missing)} of {len(QUESTIONS)} still open).")
+    else:
+        try:
+            with rt.session() as session:
+                saved, created = save_profile(session, user.name, {k: int(v) for k, v in answers.items() if v is not None})
+                version = saved.version
+            flash(f"Saved as profile version {version}." if created else "Nothing changed: your answers match the current profile.")
+            st.rerun()
+        except Exception as exc:  # noqa: BLE001 - shown to the user
+            show_error(exc)
 
 with rt.session() as session:
     history = profile_history(session, get_user(session, user.name))

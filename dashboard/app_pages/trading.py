@@ -2,19 +2,21 @@
 
 from datetime import date
 
+import pandas as pd
 import streamlit as st
 
 from advisor.portfolio import params_from_profile
 from advisor.trading.bot import RebalanceOptions, kill, resume
 from advisor.trading.status import account_status, equity_history
 from advisor.trading.wiring import user_bot, user_broker
-from dashboard.state import require_market_data, require_profile, require_user, setup, show_error
+from dashboard.state import flash, require_market_data, require_profile, require_user, setup, show_error, show_flash
 
 rt = setup()
 require_market_data(rt)
 user = require_user(rt)
 profile = require_profile(rt, user)
 params = params_from_profile(profile)
+show_flash()
 st.title(f"Paper trading ({rt.settings.broker.kind} paper broker)")
 historical = st.toggle("Trade a historical week (local broker, simulated clock)", value=True, key="historical")
 as_of = st.date_input("As of", value=date(2015, 6, 5), key="as_of") if historical else None
@@ -44,22 +46,25 @@ except Exception as exc:  # noqa: BLE001 - a missing base model is shown, never 
 if st.button("Preview the orders (dry run)", key="dry_run"):
     try:
         plan = bot.run_once(RebalanceOptions(dry_run=True))
-        st.session_state["plan"] = [(t.side.value, round(t.qty, 4), t.ticker, round(t.price, 2), round(t.notional), f"{t.target_weight:.1%}") for t in plan.planned]
+        parts = {(t.ticker, t.side): sum(1 for o in plan.planned if (o.ticker, o.side) == (t.ticker, t.side)) for t in plan.planned}
+        st.session_state["plan"] = [(t.side.value, round(t.qty, 4), t.ticker, round(t.price, 2), round(t.notional), f"{t.target_weight:.1%}",
+                                     f"{t.sequence + 1} of {parts[(t.ticker, t.side)]}") for t in plan.planned]
         st.session_state["plan_notes"] = plan.messages
     except Exception as exc:  # noqa: BLE001
         show_error(exc)
 if "plan" in st.session_state:
     plan_rows = st.session_state["plan"]
-    st.dataframe([dict(zip(["side", "qty", "ticker", "price", "notional", "target weight"], row, strict=True)) for row in plan_rows] or [{"orders": "none"}], hide_index=True)
+    st.dataframe(pd.DataFrame([dict(zip(["side", "qty", "ticker", "price", "notional", "target weight", "part"], row, strict=True)) for row in plan_rows])
+                 if plan_rows else pd.DataFrame([{"orders": "none"}]), hide_index=True)
     for note in st.session_state.get("plan_notes", []):
         st.caption(note)
     if plan_rows and st.button("Confirm and send these orders", key="confirm"):
         try:
             report = bot.run_once(RebalanceOptions(poll_timeout_s=10, poll_interval_s=0))
-            st.success(f"Sent {len(report.sent)} orders; " + ", ".join(f"{k.split('-')[3]} {v}" for k, v in report.final.items()))
-            for cid, reason in report.rejected.items():
-                st.warning(f"{cid}: {reason}")
             del st.session_state["plan"]
+            rejected = "".join(f"; {cid}: {reason}" for cid, reason in report.rejected.items())
+            flash(f"Sent {len(report.sent)} orders; " + ", ".join(f"{k.split('-')[3]} {v}" for k, v in report.final.items()) + rejected)
+            st.rerun()  # the account, positions and orders above are read again
         except Exception as exc:  # noqa: BLE001
             show_error(exc)
 

@@ -57,10 +57,11 @@ with rt.session() as session:
         with left:
             st.subheader(f"{f.ticker} · week {f.target_start} to {f.target_end}")
             if v.is_signal:
-                st.markdown(f"**Prediction: {v.prediction_text}**")
-                st.markdown("**Positive developments**\n" + "\n".join(f"- {p}" for p in v.positives))
-                st.markdown("**Potential concerns**\n" + "\n".join(f"- {c}" for c in v.concerns))
-                st.markdown(f"**Analysis:** {v.analysis}")
+                # Model output and posts are data: escaped, never markup or HTML.
+                st.markdown(f"**Prediction: {md_escape(v.prediction_text or '')}**")
+                st.markdown("**Positive developments**\n" + "\n".join(f"- {md_escape(p)}" for p in v.positives))
+                st.markdown("**Potential concerns**\n" + "\n".join(f"- {md_escape(c)}" for c in v.concerns))
+                st.markdown(f"**Analysis:** {md_escape(v.analysis)}")
                 check = ViewCheck.from_json(f.check_result)
                 if check is None:
                     st.caption("Not checked against its data (a view from before the checker).")
@@ -70,7 +71,8 @@ with rt.session() as session:
                     st.warning("Checked: " + md_escape(check.summary()) + " — so it is not used as a signal.")
             else:
                 st.warning(f"The model's answer did not parse ({v.error}); it is not used as a signal.")
-                st.code(f.raw_text[:600] or "(empty)")
+                with st.container(border=True):
+                    st.markdown(md_escape(f.raw_text[:1500]) or "(empty)")
             st.caption(f"model {card.model_name} ({card.model_kind}) · parse {f.parse_status} · prompt {f.prompt_hash[:10]} · seed {f.seed}")
         with right:
             prices = price_context(store, f.ticker, f.forecast_date)
@@ -83,6 +85,7 @@ with rt.session() as session:
             st.markdown("**Posts the view was built from**")
             if card.texts:
                 for t in card.texts:
-                    st.markdown(f"> {t.text[:240]}  \n<sub>{t.published_at:%Y-%m-%d %H:%M} UTC</sub>", unsafe_allow_html=True)
+                    st.markdown(f"> {md_escape(t.text[:240])}")
+                    st.caption(f"{t.published_at:%Y-%m-%d %H:%M} UTC")
             else:
                 st.caption("No posts: this view rests on prices alone.")

@@ -117,3 +117,57 @@ def test_every_page_renders_in_chromium_and_an_ab_choice_is_stored(
         ann = session.scalar(select(User).where(User.name == "ann"))
         assert (pref.kind, pref.source, pref.user_id) == ("pair", "human", ann.id)
         assert (pref.chosen_forecast_id, pref.rejected_forecast_id) == (ids[1], ids[0])
+
+
+def checked_option(driver: Any, question: str) -> str | None:
+    """The label of the selected option of the radio group whose question is ``question`` (None: none chosen)."""
+    from selenium.webdriver.common.by import By
+
+    for group in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stRadio"]'):
+        if question in group.text:
+            for label in group.find_elements(By.TAG_NAME, "label"):
+                inputs = label.find_elements(By.TAG_NAME, "input")
+                if inputs and inputs[0].is_selected():
+                    return label.text.strip()
+            return None
+    raise AssertionError(f"no question {question!r} on the page")
+
+
+def test_switching_and_creating_users_in_chromium_keeps_each_users_answers(
+    browser_ready: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from rlhf.profiles import QUESTIONS
+
+    dash = make_env(tmp_path, monkeypatch, tiny_model_dir)
+    with session_scope(dash.factory) as session:
+        save_profile(session, "bold", ARCHETYPES["aggressive"])
+        save_profile(session, "careful", ARCHETYPES["conservative"])
+    horizon = next(q for q in QUESTIONS if q.key == "horizon")
+    with browser.streamlit_server([], dict(os.environ), tmp_path / "streamlit.log") as server, browser.chromium() as driver:
+        try:
+            browser.open_app(driver, server.url, FIRST_RENDER_S, "Risk profile")
+            browser.select_user(driver, "bold", FIRST_RENDER_S)
+            browser.wait_for(driver, lambda d: browser.page_title(d) == "Risk profile — bold", RENDER_S, "bold's profile")
+            assert checked_option(driver, horizon.text) == horizon.options[ARCHETYPES["aggressive"]["horizon"]]
+            browser.select_user(driver, "careful", RENDER_S)
+            browser.wait_for(driver, lambda d: browser.page_title(d) == "Risk profile — careful", RENDER_S, "careful's profile")
+            assert checked_option(driver, horizon.text) == horizon.options[ARCHETYPES["conservative"]["horizon"]], \
+                "the form shows careful's answers, not bold's"
+            name_box = driver.find_element(By.CSS_SELECTOR, '[data-testid="stSidebar"] input[aria-label="New user name"]')
+            name_box.send_keys("zoe", Keys.TAB)
+            started = browser.now_ms(driver)
+            driver.find_element(By.XPATH, '//*[@data-testid="stSidebar"]//button[normalize-space(.)="Create user"]').click()
+            browser.wait_rendered(driver, started, None, RENDER_S)
+            browser.wait_for(driver, lambda d: browser.page_title(d) == "Risk profile — zoe", RENDER_S, "the new user to be selected")
+            assert "Created user zoe" in driver.find_element(By.CSS_SELECTOR, '[data-testid="stSidebar"]').text
+            assert checked_option(driver, horizon.text) is None, "a new user's form starts unanswered"
+            browser.screenshot(driver, SCREENSHOTS / "profile-new-user.png")
+        except BaseException:
+            driver.save_screenshot(str(SCREENSHOTS / "failure-users.png"))
+            print(f"--- page\n{browser.diagnose(driver)}\n--- streamlit log\n{server.log_tail()}")
+            raise
+    with dash.factory() as session:
+        assert session.scalar(select(User).where(User.name == "zoe")) is not None
