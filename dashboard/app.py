@@ -19,7 +19,8 @@ st.set_page_config(page_title="Robo-advisor", layout="wide")
 # The page scripts live in app_pages/, not pages/: with a pages/ folder beside this file Streamlit starts in its
 # old folder-based mode, and a first request to a deep link (/views) never runs this file (no navigation, no layout).
 pages = [
-    st.Page("app_pages/profile.py", title="Profile", icon="🧭", url_path="profile", default=True),
+    st.Page("app_pages/overview.py", title="Overview", icon="🏠", url_path="overview", default=True),
+    st.Page("app_pages/profile.py", title="Profile", icon="🧭", url_path="profile"),
     st.Page("app_pages/views.py", title="Views", icon="📰", url_path="views"),
     st.Page("app_pages/feedback.py", title="Feedback", icon="👍", url_path="feedback"),
     st.Page("app_pages/backtest.py", title="Backtest", icon="📈", url_path="backtest"),

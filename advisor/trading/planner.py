@@ -25,16 +25,34 @@ from advisor.trading.botcore import (
 from advisor.trading.broker import Side
 
 
+def week_views(session: Session, user_id: int, base_fingerprint: str, week: date, tickers: tuple[str, ...] | None) -> dict[str, float | None]:
+    """Expected return (%) per name from the user's serving model's views of ``week``; None where no usable view."""
+    version = serving_version(session, user_id, base_fingerprint)
+    if version is None:
+        raise AdvisorError("no model version serves this user yet: train one (advisor train sft) and forecast first")
+    rows = load_views(session, version.id, user_id, week, week, include_shared=True).get(week, {})
+    names = tickers or tuple(sorted(rows))
+    return {t: (expected_return_pct(rows[t]) if t in rows else None) for t in names}
+
+
+def week_market_inputs(session: Session, tickers: tuple[str, ...], week: date) -> tuple[dict[str, float | None], dict[str, float | None]]:
+    """Trailing daily volatility and last close per name, as known at the decision session's close."""
+    as_of = market_calendar.session_close(week)
+    store = SqlMarketStore(session)
+    vols: dict[str, float | None] = {}
+    prices: dict[str, float | None] = {}
+    for ticker in tickers:
+        bars = store.bars(ticker, as_of, start=week - timedelta(days=120)) if store.date_range(ticker) else None
+        vols[ticker] = trailing_daily_volatility(bars["adj_close"]) if bars is not None and len(bars) else None
+        prices[ticker] = float(bars["close"].iloc[-1]) if bars is not None and len(bars) else None
+    return vols, prices
+
+
 class Planner(BotContext):
     def views(self, session: Session, week: date, tickers: tuple[str, ...] | None) -> dict[str, float | None]:
         if self.base_fingerprint is None:
             raise AdvisorError("the bot needs the base model's fingerprint to find the user's views")
-        version = serving_version(session, self.user_id, self.base_fingerprint)
-        if version is None:
-            raise AdvisorError("no model version serves this user yet: train one (advisor train sft) and forecast first")
-        rows = load_views(session, version.id, self.user_id, week, week, include_shared=True).get(week, {})
-        names = tickers or tuple(sorted(rows))
-        return {t: (expected_return_pct(rows[t]) if t in rows else None) for t in names}
+        return week_views(session, self.user_id, self.base_fingerprint, week, tickers)
 
     def stored_view_count(self, session: Session, week: date) -> int:
         """How many views the user's serving model has for the week, signals or not."""
@@ -42,7 +60,6 @@ class Planner(BotContext):
         return len(load_views(session, version.id, self.user_id, week, week, include_shared=True).get(week, {})) if version else 0
 
     def plan(self, week: date, options: RebalanceOptions, report: RunReport) -> list[PlannedTrade]:
-        as_of = market_calendar.session_close(week)
         if self.generate_views is not None and options.tickers:
             with self.factory() as session:
                 have = self.views(session, week, options.tickers)
@@ -54,12 +71,7 @@ class Planner(BotContext):
                 self.log(f"generated views for {', '.join(missing)} (week {week})")
         with self.factory() as session:
             views = self.views(session, week, options.tickers)
-            store = SqlMarketStore(session)
-            vols, prices = {}, {}
-            for ticker in views:
-                bars = store.bars(ticker, as_of, start=week - timedelta(days=120)) if store.date_range(ticker) else None
-                vols[ticker] = trailing_daily_volatility(bars["adj_close"]) if bars is not None and len(bars) else None
-                prices[ticker] = float(bars["close"].iloc[-1]) if bars is not None and len(bars) else None
+            vols, prices = week_market_inputs(session, tuple(views), week)
         if not any(v is not None for v in views.values()):
             # No usable view at all for the week (not forecast yet, or every view unparsed or failed by
             # the view checker): that is missing data, not a call to sell everything. Nothing is planned

@@ -40,6 +40,7 @@ CHROME_FLAGS = (
 
 # The sidebar navigation label, the url path and how the page title starts, in navigation order.
 PAGES = [
+    ("Overview", "overview", "Overview"),
     ("Profile", "profile", "Risk profile"),
     ("Views", "views", "Weekly views"),
     ("Feedback", "feedback", "Which views do you prefer?"),

@@ -33,6 +33,7 @@ FIRST_RENDER_S = 60  # the first run of a fresh server imports pandas, torch, tr
 RENDER_S = 30
 # Something each page shows once its data is there (proves the page got past its "what to do first" stops).
 SHOWS = {
+    "overview": "Target allocation",
     "profile": "Current profile v1",
     "views": "Prediction:",
     "feedback": "View B",
@@ -88,7 +89,7 @@ def test_every_page_renders_in_chromium_and_an_ab_choice_is_stored(
     with browser.streamlit_server([], dict(os.environ), tmp_path / "streamlit.log") as server, browser.chromium() as driver:
         try:
             # A deep link first: the app's own navigation must be in charge even when "/" was never visited
-            # (Profile, the default page, is served at "/"; /profile does not exist).
+            # (Overview, the default page, is served at "/"; /overview does not exist).
             browser.open_app(driver, f"{server.url}/models", FIRST_RENDER_S, "Models")
             assert browser.nav_labels(driver) == [label for label, _, _ in browser.PAGES]
             browser.select_user(driver, "ann", FIRST_RENDER_S)
@@ -148,7 +149,7 @@ def test_switching_and_creating_users_in_chromium_keeps_each_users_answers(
     horizon = next(q for q in QUESTIONS if q.key == "horizon")
     with browser.streamlit_server([], dict(os.environ), tmp_path / "streamlit.log") as server, browser.chromium() as driver:
         try:
-            browser.open_app(driver, server.url, FIRST_RENDER_S, "Risk profile")
+            browser.open_app(driver, f"{server.url}/profile", FIRST_RENDER_S, "Risk profile")
             browser.select_user(driver, "bold", FIRST_RENDER_S)
             browser.wait_for(driver, lambda d: browser.page_title(d) == "Risk profile — bold", RENDER_S, "bold's profile")
             assert checked_option(driver, horizon.text) == horizon.options[ARCHETYPES["aggressive"]["horizon"]]

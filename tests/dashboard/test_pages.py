@@ -15,7 +15,7 @@ from rlhf.profiles import ARCHETYPES, save_profile
 from tests.dashboard.conftest import APP
 from tests.rlhf.conftest import add_candidates
 
-PAGES = [f"app_pages/{name}.py" for name in ("profile", "views", "feedback", "backtest", "trading", "models")]
+PAGES = [f"app_pages/{name}.py" for name in ("overview", "profile", "views", "feedback", "backtest", "trading", "models")]
 
 
 def app() -> AppTest:
@@ -60,6 +60,7 @@ def test_creating_a_user_and_answering_the_questionnaire(dash) -> None:
     at.sidebar.button[0].click().run()
     assert_clean(at)
     assert at.sidebar.selectbox(key="user_select").value == "zoe"
+    at.switch_page("app_pages/profile.py").run()  # the default page is the overview, which sends a new user here
     with dash.factory() as session:
         zoe_id = session.scalar(select(User.id).where(User.name == "zoe"))
     for key, value in ARCHETYPES["aggressive"].items():
