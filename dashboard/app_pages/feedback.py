@@ -1,5 +1,6 @@
 """Feedback: choose between two views of the same prompt, thumbs on views, and tuning runs."""
 
+import time
 from datetime import date
 
 import pandas as pd
@@ -78,12 +79,22 @@ with st.expander("Make a new pair"):
     day = st.date_input("Forecast date", value=date(2015, 6, 5), key="pair_date")
     if st.button("Write two candidates", key="make_pair"):
         try:
-            with st.spinner("generating two candidate views"):
+            # Each step says what it does and how long it took; the last pair's time is the estimate for this one.
+            last = st.session_state.get("pair_seconds")
+            with st.status(f"Writing two candidate views of {ticker}" + (f" (the last pair took {last:.0f} s)" if last else ""),
+                           expanded=True) as status:
+                started = time.perf_counter()
+                st.write("Loading your model" + ("" if last else " (the first time in a session takes longest)") + "…")
                 handle, _ = user_model(rt, user)
+                st.write(f"Model ready after {time.perf_counter() - started:.0f} s; sampling two views of {ticker} for {day}…")
                 with rt.session() as session:
                     window = WindowConfig().build(SqlMarketStore(session), ticker, day)
                     forecast_windows(session, handle, [window], Decoding(mode="sample", num_candidates=2, temperature=1.0),
                                      who=Personalisation(user_id=user.id, profile_id=profile.id), progress=False)
+                elapsed = time.perf_counter() - started
+                st.session_state["pair_seconds"] = elapsed
+                status.update(label=f"Two candidate views of {ticker} written in {elapsed:.0f} s", state="complete")
+            flash(f"Two new candidate views of {ticker} for {day} are waiting below ({elapsed:.0f} s).")
             st.rerun()
         except Exception as exc:  # noqa: BLE001
             show_error(exc)

@@ -182,3 +182,18 @@ def test_model_text_on_the_views_page_is_shown_literally(dash) -> None:
     shown = [m.value for m in at.markdown if "Positive developments" in m.value]
     assert shown and all("\\<img" in v and "\\*\\*bold\\*\\*" in v and "\\[link\\]" in v for v in shown), shown[:1]
     assert not any(getattr(m, "allow_html", False) for m in at.markdown), "no markdown element renders raw HTML"
+
+
+def test_making_an_ab_pair_says_what_it_does_and_how_long_it_took(dash) -> None:
+    with_user(dash)
+    at = as_user(app(), "ann")
+    at.switch_page("app_pages/feedback.py").run()
+    assert "No pair waiting" in texts(at)
+    at.selectbox(key="pair_ticker").set_value("AAA")
+    at.date_input(key="pair_date").set_value(date(2014, 5, 9))
+    at.button(key="make_pair").click().run()
+    assert_clean(at)
+    shown = texts(at)
+    assert "Two new candidate views of AAA for 2014-05-09 are waiting below" in shown, shown
+    assert "View A" in shown and "View B" in shown
+    assert at.session_state["pair_seconds"] > 0
