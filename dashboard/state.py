@@ -178,7 +178,8 @@ def setup() -> Runtime:
     is always there, whichever page a visitor lands on)."""
     rt = runtime()
     user_selector(rt)
-    st.sidebar.caption(f"database: {rt.database_label}")
+    with st.sidebar.expander("Details"):  # for the curious; not what a user needs to see
+        st.caption(f"database: {rt.database_label}")
     return rt
 
 

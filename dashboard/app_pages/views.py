@@ -73,13 +73,15 @@ with rt.session() as session:
                 st.warning(f"The model's answer did not parse ({v.error}); it is not used as a signal.")
                 with st.container(border=True):
                     st.markdown(md_escape(f.raw_text[:1500]) or "(empty)")
-            st.caption(f"model {card.model_name} ({card.model_kind}) · parse {f.parse_status} · prompt {f.prompt_hash[:10]} · seed {f.seed}")
+            st.caption(f"written by {card.model_name} ({card.model_kind})")
+            with st.expander("Details"):
+                st.caption(f"parse {f.parse_status} · prompt {f.prompt_hash[:10]} · seed {f.seed} · decoding {f.decoding.get('mode', '?')}")
         with right:
             prices = price_context(store, f.ticker, f.forecast_date)
             if not prices.empty:
                 band = pd.DataFrame({"start": [pd.Timestamp(f.target_start)], "end": [pd.Timestamp(f.target_end) + timedelta(hours=20)]})
-                chart = alt.Chart(prices).mark_line().encode(x="date:T", y=alt.Y("close:Q", scale=alt.Scale(zero=False)))
-                marked = alt.Chart(band).mark_rect(opacity=0.2, color="orange").encode(x="start:T", x2="end:T")
+                chart = alt.Chart(prices).mark_line().encode(x=alt.X("date:T", title=None), y=alt.Y("close:Q", title="close", scale=alt.Scale(zero=False)))
+                marked = alt.Chart(band).mark_rect(opacity=0.2, color="orange").encode(x=alt.X("start:T", title=None), x2="end:T")
                 st.altair_chart(marked + chart, width="stretch")
                 st.caption("adjusted close; the shaded week is the forecast week")
             st.markdown("**Posts the view was built from**")

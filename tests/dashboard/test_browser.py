@@ -150,6 +150,8 @@ def test_switching_and_creating_users_in_chromium_keeps_each_users_answers(
     with browser.streamlit_server([], dict(os.environ), tmp_path / "streamlit.log") as server, browser.chromium() as driver:
         try:
             browser.open_app(driver, f"{server.url}/profile", FIRST_RENDER_S, "Risk profile")
+            header = driver.find_element(By.CSS_SELECTOR, '[data-testid="stHeader"]').text
+            assert "Deploy" not in header, f"the developer toolbar shows: {header!r}"
             browser.select_user(driver, "bold", FIRST_RENDER_S)
             browser.wait_for(driver, lambda d: browser.page_title(d) == "Risk profile — bold", RENDER_S, "bold's profile")
             assert checked_option(driver, horizon.text) == horizon.options[ARCHETYPES["aggressive"]["horizon"]]

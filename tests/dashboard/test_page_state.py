@@ -197,3 +197,14 @@ def test_making_an_ab_pair_says_what_it_does_and_how_long_it_took(dash) -> None:
     assert "Two new candidate views of AAA for 2014-05-09 are waiting below" in shown, shown
     assert "View A" in shown and "View B" in shown
     assert at.session_state["pair_seconds"] > 0
+
+
+def test_developer_details_sit_in_an_expander(dash) -> None:
+    with_user(dash)
+    at = as_user(app(), "ann")
+    at.switch_page("app_pages/views.py").run()
+    assert_clean(at)
+    outside = [c.value for c in at.main.caption if "prompt " in c.value or "seed " in c.value]
+    inside = [c.value for e in at.expander if e.label == "Details" for c in e.caption]
+    assert any("prompt " in v and "seed " in v for v in inside) and not [v for v in outside if v not in inside]
+    assert not [c.value for c in at.sidebar.caption if c.value.startswith("database:") and c.value not in inside]
