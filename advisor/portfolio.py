@@ -96,6 +96,31 @@ def trailing_daily_volatility(adj_close: pd.Series, lookback: int = VOL_LOOKBACK
     return value if value > 0 and math.isfinite(value) else None
 
 
+BAD_YEAR_Z = 1.645  # a 1-in-20 bad year, for normally distributed yearly returns
+
+
+def in_plain_words(params: RiskParams) -> list[str]:
+    """What the profile means for a person's money, in sentences (shown with the profile)."""
+    lines = []
+    if params.target_vol is not None:
+        lines.append(
+            f"In a bad year (about 1 in 20) this portfolio could lose about {BAD_YEAR_Z * params.target_vol:.0%} of its value: "
+            f"it is sized to swing about {params.target_vol:.0%} a year. That counts the names as moving independently; "
+            "stocks often fall together, so a real bad year can be worse."
+        )
+    else:
+        lines.append("No volatility target: only the limits below bound how much the portfolio can swing.")
+    lines.append(f"At most {params.max_weight:.0%} of your money goes into any one name, and at most {params.max_gross:.0%} into all of them.")
+    if params.max_gross > 1.0:
+        lines.append(
+            f"That is leverage: positions can add up to {params.max_gross:.0%} of your equity, so a fall in the stocks costs you "
+            "more than the same fall in money you hold."
+        )
+    if params.allow_shorts:
+        lines.append("Shorts are allowed: the advisor can bet against a name, and a short's loss has no ceiling.")
+    return lines
+
+
 def target_weights(
     expected_returns_pct: Mapping[str, float | None],
     daily_vols: Mapping[str, float | None],

@@ -7,7 +7,7 @@ import streamlit as st
 
 from advisor.forecaster.modelstore import fingerprint, resolve_model_path
 from advisor.overview import latest_track_record, next_action, paper_account_return, weekly_allocation
-from advisor.portfolio import params_from_profile
+from advisor.portfolio import in_plain_words, params_from_profile
 from dashboard.state import current_profile, require_market_data, require_user, setup, show_error
 from rlhf.preferences import pending_pairs
 from rlhf.profiles import get_user
@@ -22,8 +22,7 @@ if profile is None:
     st.page_link("app_pages/profile.py", label="Go to Profile", icon="🧭")
     st.stop()
 params = params_from_profile(profile)
-st.caption(f"Profile v{profile.version} ({profile.label}): at most {params.max_weight:.0%} per name, {params.max_gross:.0%} invested in all, "
-           f"{'shorts allowed' if params.allow_shorts else 'no shorts'}.")
+st.caption(f"Profile v{profile.version} ({profile.label}). " + " ".join(in_plain_words(params)))
 
 try:
     model_dir = rt.settings.resolved_model_dir

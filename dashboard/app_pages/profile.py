@@ -3,6 +3,7 @@
 import pandas as pd
 import streamlit as st
 
+from advisor.portfolio import in_plain_words, params_from_profile
 from dashboard.state import current_profile, flash, require_user, setup, show_error, show_flash
 from rlhf.profiles import QUESTIONS, get_user, profile_history, save_profile, score_answers
 
@@ -15,6 +16,7 @@ if profile is None:
     st.info("No profile yet. Answer the questions below; the advisor sizes every position from the result.")
 else:
     st.success(f"Current profile v{profile.version}: {score_answers(profile.answers).describe()}")
+    st.markdown("\n".join(f"- {line}" for line in in_plain_words(params_from_profile(profile))))
 
 # Widget keys carry the user's id: switching user shows that user's answers, never the previous user's.
 with st.form(f"questionnaire_{user.id}"):

@@ -80,3 +80,14 @@ def test_trailing_volatility_needs_history() -> None:
     assert trailing_daily_volatility(closes) is None
     noisy = pd.Series([100 + (i % 3) for i in range(80)], dtype=float)
     assert trailing_daily_volatility(noisy) > 0
+
+
+def test_the_profile_in_plain_words() -> None:
+    from advisor.portfolio import PRESETS, RiskParams, in_plain_words
+
+    moderate = in_plain_words(PRESETS["moderate"])
+    assert moderate[0].startswith("In a bad year (about 1 in 20) this portfolio could lose about 25%")  # 1.645 x 15%
+    assert not any("leverage" in line or "Shorts" in line for line in moderate)
+    aggressive = " ".join(in_plain_words(PRESETS["aggressive"]))
+    assert "That is leverage: positions can add up to 150%" in aggressive and "Shorts are allowed" in aggressive
+    assert in_plain_words(RiskParams(risk_aversion=1, max_weight=0.1, max_gross=0.5))[0].startswith("No volatility target")

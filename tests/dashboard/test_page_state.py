@@ -208,3 +208,19 @@ def test_developer_details_sit_in_an_expander(dash) -> None:
     inside = [c.value for e in at.expander if e.label == "Details" for c in e.caption]
     assert any("prompt " in v and "seed " in v for v in inside) and not [v for v in outside if v not in inside]
     assert not [c.value for c in at.sidebar.caption if c.value.startswith("database:") and c.value not in inside]
+
+
+def test_the_profile_is_explained_in_plain_words_with_leverage_flagged(dash) -> None:
+    from advisor.portfolio import in_plain_words, params_from_profile
+
+    with_user(dash, "bold", "aggressive")
+    at = as_user(app(), "bold")
+    at.switch_page("app_pages/profile.py").run()
+    assert_clean(at)
+    profile = profile_rows(dash, "bold")[0]
+    params = params_from_profile(profile)
+    lines = in_plain_words(params)
+    shown = texts(at)
+    assert all(line in shown for line in lines), lines
+    assert "could lose about 49%" in shown, "1.645 x the aggressive profile's 30% target volatility"
+    assert params.max_gross > 1.0 and "That is leverage" in shown
