@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from db.models import BacktestEquity, BacktestRun
@@ -13,8 +13,11 @@ def user_runs(session: Session, user_id: int, limit: int = 50) -> list[BacktestR
     return list(session.scalars(select(BacktestRun).where(BacktestRun.user_id == user_id).order_by(BacktestRun.id.desc()).limit(limit)))
 
 
-def group_runs(session: Session, group_key: str) -> list[BacktestRun]:
-    return list(session.scalars(select(BacktestRun).where(BacktestRun.group_key == group_key).order_by(BacktestRun.id)))
+def group_runs(session: Session, group_key: str, user_id: int) -> list[BacktestRun]:
+    """The runs compared together under ``group_key`` that this user may see (their own and user-less ones)."""
+    return list(session.scalars(
+        select(BacktestRun).where(BacktestRun.group_key == group_key, or_(BacktestRun.user_id == user_id, BacktestRun.user_id.is_(None))).order_by(BacktestRun.id)
+    ))
 
 
 def equity_frame(session: Session, run_ids: dict[str, int]) -> pd.DataFrame:

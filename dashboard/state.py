@@ -151,26 +151,11 @@ def require_market_data(rt: Runtime) -> None:
         st.stop()
 
 
-@st.cache_resource(show_spinner=False)
-def _handle(base_model: str, model_dir: str, adapter: str | None) -> Any:
-    from pathlib import Path
-
-    from advisor.forecaster.loading import ModelSpec, load_model
-
-    return load_model(ModelSpec(base=base_model, adapter=Path(adapter) if adapter else None), Path(model_dir))
-
-
 def user_model(rt: Runtime, user: User) -> tuple[Any, Any]:
-    """The user's serving model (active adapter, else the shared SFT adapter, else the base), loaded once."""
-    from advisor.forecaster.loading import ModelSpec, load_model
-    from advisor.forecaster.versions import serving_version
+    """The user's serving model (active adapter, else the shared SFT adapter, else the base), loaded once per process."""
+    from advisor.forecaster.versions import load_serving_model
 
-    model_dir = rt.settings.resolved_model_dir
-    base = load_model(ModelSpec(base=rt.settings.base_model), model_dir)
-    with rt.session() as session:
-        version = serving_version(session, user.id, base.base.fingerprint)
-    adapter = version.adapter_path if version is not None else None
-    return _handle(rt.settings.base_model, str(model_dir), adapter), version
+    return load_serving_model(rt.session_factory, rt.settings.base_model, rt.settings.resolved_model_dir, user.id)
 
 
 def setup() -> Runtime:

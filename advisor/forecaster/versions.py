@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from advisor.forecaster.loading import ADAPTER_META, ModelHandle
 from db.models import ModelVersion
@@ -119,3 +119,17 @@ def serving_version(session: Session, user_id: int | None, base_fingerprint: str
         if active is not None:
             return session.get(ModelVersion, active)
     return latest_version(session, kind="sft", base_fingerprint=base_fingerprint, base_id=base_id)
+
+
+def load_serving_model(factory: sessionmaker[Session], base_model: str, model_dir: Path, user_id: int | None) -> tuple[ModelHandle, ModelVersion | None]:
+    """The model that writes a user's views (:func:`serving_version`; the base when no adapter exists yet) and
+    its version. Bases and adapters are loaded once per process (:func:`advisor.forecaster.loading.load_model`)."""
+    from advisor.forecaster.loading import ModelSpec, load_model
+
+    base = load_model(ModelSpec(base=base_model), model_dir)
+    with factory() as session:
+        version = serving_version(session, user_id, base.base.fingerprint)
+        adapter = version.adapter_path if version is not None else None
+    if not adapter:
+        return base, version
+    return load_model(ModelSpec(base=base_model, adapter=Path(adapter)), model_dir), version

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict
 
 
 class OrderIntent(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Reading never fails on a key this version does not know (a row from another version): it is ignored.
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     target_weight: float | None = None  # the name's weight in the plan
     price_ref: float | None = None  # the price the plan sized the order at

@@ -37,11 +37,11 @@ def view_generator(rt: Runtime, user_id: int) -> Callable[[date, tuple[str, ...]
     """Forecast missing weekly views with the user's active model (loaded once, on first use)."""
 
     def generate(week: date, tickers: tuple[str, ...]) -> None:
-        from advisor.cli.forecast import resolve_handle
         from advisor.data.store import PreloadedMarketStore
         from advisor.forecaster.service import Personalisation, generate_missing_views
+        from advisor.forecaster.versions import load_serving_model
 
-        handle = resolve_handle(rt, None, None, False, "none", user_id=user_id)
+        handle, _ = load_serving_model(rt.session_factory, rt.settings.base_model, rt.settings.resolved_model_dir, user_id)
         with rt.session() as session:
             generate_missing_views(session, PreloadedMarketStore(session), handle, tickers, [week], who=Personalisation(user_id=user_id))
 

@@ -59,7 +59,7 @@ with rt.session() as session:
         groups = [str(latest.group_key)]
         st.caption(f"Showing your latest stored run: #{latest.id}, {latest.start} to {latest.end}, "
                    f"{latest.config.get('profile') or 'profile'} profile, stored {latest.created_at:%Y-%m-%d %H:%M}.")
-    runs = [r for g in groups for r in group_runs(session, g) if r.user_id in (user.id, None)]
+    runs = [r for g in groups for r in group_runs(session, g, user.id)]
     series = {}
     for r in runs:
         label = f"{r.strategy} (v{r.model_version_id})" if r.strategy == "views" else r.strategy
