@@ -14,13 +14,27 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
+from advisor import market_calendar
+from advisor.cli.forecast import print_outcome
+from advisor.cli.trade import print_report
 from advisor.data.importer import import_bundle
 from advisor.data.queries import store_summary
 from advisor.data.store import SqlMarketStore
 from advisor.data.windows import build_window, format_window, weekly_decision_dates, weekly_label
 from advisor.errors import AdvisorError
+from advisor.forecaster.loading import ADAPTER_META, ModelSpec, load_model
+from advisor.forecaster.modelstore import fetch_default_model
+from advisor.forecaster.sentiment import default_scorer, find_tfns, load_scorer, save_default
+from advisor.forecaster.service import forecast_tickers
+from advisor.forecaster.shipped import SHIPPED_NAME
+from advisor.forecaster.versions import latest_version
 from advisor.plugins import plugins
+from advisor.portfolio import params_from_profile
 from advisor.runtime import Runtime
+from advisor.trading.bot import RebalanceOptions
+from advisor.trading.wiring import user_bot, user_broker
+from db.models import User
+from db.queries import latest_profile
 
 if TYPE_CHECKING:
     from advisor.forecaster.loading import ModelHandle
@@ -65,8 +79,6 @@ class DemoPlan:
 
     @classmethod
     def for_options(cls, options: DemoOptions) -> DemoPlan:
-        from advisor import market_calendar
-
         last = market_calendar.session_on_or_before(options.on)
         decisions = tuple(weekly_decision_dates(last - timedelta(days=7 * options.heldout_weeks - 1), last))
         before = decisions[0] - timedelta(days=1)
@@ -75,8 +87,6 @@ class DemoPlan:
     @property
     def heldout_period(self) -> tuple[date, date]:
         """First held-out decision .. the end of the last decision's label week."""
-        from advisor import market_calendar
-
         return self.decisions[0], market_calendar.session_on_or_before(self.decisions[-1] + timedelta(days=7))
 
     @property
@@ -161,7 +171,6 @@ def step_import(rt: Runtime, options: DemoOptions, console: Console) -> bool:
     result = import_bundle(rt.session_factory, bundle, progress=True)
     for line in result.lines():
         console.print(line)
-    from advisor.forecaster.sentiment import find_tfns, save_default
 
     tfns = find_tfns(bundle)
     if tfns is not None:
@@ -198,7 +207,6 @@ def step_window(rt: Runtime, options: DemoOptions, console: Console) -> None:
 
 
 def step_model(rt: Runtime, console: Console) -> None:
-    from advisor.forecaster.modelstore import fetch_default_model
 
     _heading(console, "4. The default model")
     result = fetch_default_model(rt.settings.resolved_model_dir)
@@ -210,11 +218,7 @@ def step_sft(rt: Runtime, options: DemoOptions, plan: DemoPlan, console: Console
     """A short SFT on the weeks before the held-out ones, or the adapter a previous demo run trained."""
     import json
 
-    from advisor.forecaster.loading import ADAPTER_META, ModelSpec, load_model
-    from advisor.forecaster.sentiment import find_tfns, load_scorer
     from advisor.forecaster.sft import SFTOptions, train_sft
-    from advisor.forecaster.shipped import SHIPPED_NAME
-    from advisor.forecaster.versions import latest_version
 
     start, end = plan.sft_period
     _heading(console, f"5. Supervised fine-tuning on {start} .. {end} (LoRA, TRL SFTTrainer)")
@@ -250,8 +254,6 @@ def step_sft(rt: Runtime, options: DemoOptions, plan: DemoPlan, console: Console
 
 
 def step_forecast(rt: Runtime, options: DemoOptions, handle: ModelHandle, console: Console) -> None:
-    from advisor.cli.forecast import print_outcome
-    from advisor.forecaster.service import forecast_tickers
 
     _heading(console, f"6. Weekly views for {', '.join(options.tickers)} on {options.on}")
     with rt.session() as session:
@@ -263,8 +265,6 @@ def step_forecast(rt: Runtime, options: DemoOptions, handle: ModelHandle, consol
 
 def step_evaluate(rt: Runtime, options: DemoOptions, plan: DemoPlan, handle: ModelHandle, console: Console) -> None:
     from advisor.forecaster.evaluation import evaluate, to_markdown, write_report
-    from advisor.forecaster.loading import ModelSpec, load_model
-    from advisor.forecaster.sentiment import default_scorer
 
     start, end = plan.heldout_period
     _heading(console, f"7. Evaluation on the held-out weeks {start} .. {end}: {', '.join(options.tickers)}, against baselines")
@@ -288,12 +288,6 @@ def step_trade(context: DemoContext) -> None:
 
     from sqlalchemy import select
 
-    from advisor.cli.trade import print_report
-    from advisor.portfolio import params_from_profile
-    from advisor.trading.bot import RebalanceOptions
-    from advisor.trading.wiring import user_bot, user_broker
-    from db.models import User
-    from db.queries import latest_profile
 
     rt, console, options = context.rt, context.console, context.options
     context.heading(f"Paper trading: one weekly rebalance on the local paper broker ({options.on})")

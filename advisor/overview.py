@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from advisor.forecaster.versions import serving_version
 from advisor.portfolio import RiskParams, target_weights
 from advisor.trading.planner import week_market_inputs, week_views
+from advisor.trading.status import equity_history
 from db.models import DailyBar, Fill, Forecast, Order, PaperAccount
 from db.queries import forecasts_visible_to, latest_profile
 
@@ -83,8 +84,6 @@ def account_vs_benchmark(session: Session, history: pd.DataFrame, initial_cash: 
 
 def paper_account_return(session: Session, user_id: int, broker: str = "local") -> AccountReturn | None:
     """The user's paper account on ``broker`` against buying and holding the names it traded (None: no trades)."""
-    from advisor.trading.status import equity_history
-
     account = session.scalar(select(PaperAccount).where(PaperAccount.user_id == user_id, PaperAccount.broker == broker))
     if account is None:
         return None

@@ -18,6 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from advisor.config import Settings
 from advisor.errors import ConfigError
+from advisor.forecaster.backends import configure
+from advisor.forecaster.sentiment import configure_default
 from db.engine import make_engine, make_session_factory, session_scope
 from db.locks import exclusive
 from db.migrate import current_revision, head_revision, upgrade
@@ -29,9 +31,6 @@ class Runtime:
     _engine: Engine | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        from advisor.forecaster.backends import configure
-        from advisor.forecaster.sentiment import configure_default
-
         configure(self.settings.inference)
         configure_default(self.settings.bundle_dir, self.settings.resolved_model_dir)
 

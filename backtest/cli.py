@@ -7,14 +7,20 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from advisor.cli.common import console, ensure_database, parse_date, parse_tickers, runtime
+from advisor.cli.forecast import resolve_handle
+from advisor.data.store import PreloadedMarketStore
+from advisor.data.windows import weekly_decision_dates
+from advisor.forecaster.service import generate_missing_views
+from advisor.forecaster.versions import ensure_model_version
+from advisor.portfolio import params_from_profile, preset
+from advisor.users import require_profile, require_user
+
 DEMO_ORDER = 100
 
 
 def resolve_profile(session: Any, spec: str) -> tuple[Any, str, int | None, int | None]:
     """``--profile``: a preset name, or ``user:NAME`` for that user's current profile version."""
-    from advisor.portfolio import params_from_profile, preset
-    from advisor.users import require_profile, require_user
-
     if spec.startswith("user:"):
         name = spec.split(":", 1)[1]
         user = require_user(session, name)
@@ -60,12 +66,6 @@ def register_cli(app: typer.Typer) -> None:
         generate_missing: bool = typer.Option(False, "--generate-missing", help="Forecast weeks that have no stored view first."),
     ) -> None:
         """What following the views would have done under a risk profile, against the benchmark."""
-        from advisor.cli.common import console, ensure_database, parse_date, parse_tickers, runtime
-        from advisor.cli.forecast import resolve_handle
-        from advisor.data.store import PreloadedMarketStore
-        from advisor.data.windows import weekly_decision_dates
-        from advisor.forecaster.service import generate_missing_views
-        from advisor.forecaster.versions import ensure_model_version
         from backtest.engine import CostModel
         from backtest.runner import BacktestRequest, run_backtest
 
@@ -98,11 +98,6 @@ def register_cli(app: typer.Typer) -> None:
 
 def demo_step(context: Any) -> None:
     """The demo's views, backtested for a moderate profile against the benchmark."""
-    from advisor.data.store import PreloadedMarketStore
-    from advisor.data.windows import weekly_decision_dates
-    from advisor.forecaster.service import generate_missing_views
-    from advisor.forecaster.versions import ensure_model_version
-    from advisor.portfolio import preset
     from backtest.runner import BacktestRequest, run_backtest
 
     rt, console, handle, tickers = context.rt, context.console, context.handle, context.options.tickers

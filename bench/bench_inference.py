@@ -18,7 +18,7 @@ adapter, same token cap (160):
     N tickers (process start, imports and model load included).
 
 Run: .venv/bin/python bench/bench_inference.py [--views 30] [--prompts 200] [--candidates 4] [--reference-prompts 16]
-Needs the offline bundle; uses the newest SFT adapter in --model-dir, else the shipped one.
+Needs the offline bundle; uses the shipped SFT adapter unless --adapter names another.
 """
 
 from __future__ import annotations
@@ -46,12 +46,11 @@ SAMPLE_PERIOD = (date(2015, 4, 1), date(2015, 9, 30))
 BUNDLE = [DEFAULT_BUNDLE]  # set from --bundle; the children read the sentiment set next to it
 
 
-def sft_adapter(factory, model_dir: Path) -> Path:  # type: ignore[no-untyped-def]
-    """The newest SFT adapter trained into ``model_dir``, else the one that ships with the project."""
+def sft_adapter(requested: Path | None) -> Path:
+    """``--adapter`` if given, else the adapter that ships with the project (what a fresh clone serves)."""
     from advisor.forecaster.shipped import shipped_adapter
 
-    found = sorted((model_dir / "adapters").glob("sft-run*/adapter_model.safetensors"), key=lambda p: p.stat().st_mtime)
-    return found[-1].parent if found else shipped_adapter()
+    return requested if requested is not None else shipped_adapter()
 
 
 def prompts(factory, model_dir: Path, n_views: int, n_sampled: int) -> dict:  # type: ignore[no-untyped-def]
@@ -125,10 +124,9 @@ if spec["path"] == "plain":
     result["seconds"] = time.perf_counter() - started
 else:
     if spec["path"] == "engine":
-        from advisor.forecaster.backends.fast import engine_for
-        from advisor.forecaster.loading import adapter_name
+        from advisor.forecaster.backends.fast import engine_adapter, engine_for
         started = time.perf_counter()
-        engine_for(handle.base)._weights_for(adapter_name(handle.adapter_hash))
+        engine_for(handle.base)._weights_for(engine_adapter(handle))
         result["adapter_first_use_s"] = round(time.perf_counter() - started, 2)
     # grounded, as the product decodes: the windows again from the database, the same scorer as the views
     from datetime import date
@@ -219,6 +217,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
     parser.add_argument("--model-dir", type=Path, default=REPO / "var" / "models")
+    parser.add_argument("--adapter", type=Path, default=None, help="an SFT adapter directory (default: the shipped one)")
     parser.add_argument("--views", type=int, default=30)
     parser.add_argument("--prompts", type=int, default=200)
     parser.add_argument("--candidates", type=int, default=4)
@@ -234,7 +233,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         db_path = tmp / "bench.db"
         factory = prepare(db_path, args.bundle, args.model_dir)
-        adapter = sft_adapter(factory, args.model_dir)
+        adapter = sft_adapter(args.adapter)
         data = prompts(factory, args.model_dir, args.views, args.prompts)
         prompt_file = tmp / "prompts.json"
         prompt_file.write_text(json.dumps(data))

@@ -13,9 +13,11 @@ from sqlalchemy import select
 from advisor.config import load_settings
 from advisor.data.queries import store_summary
 from advisor.errors import AdvisorError
+from advisor.forecaster.versions import load_serving_model
 from advisor.runtime import Runtime
 from db.models import RiskProfile, User
 from db.queries import find_user, latest_profile
+from rlhf.profiles import ensure_user
 
 USER_KEY = "advisor_user"
 _SELECT_NEXT = "_select_user_next"  # a user to select on the next run (a widget's value cannot change after it is drawn)
@@ -92,7 +94,6 @@ def user_selector(rt: Runtime) -> None:
 
 
 def _create_user(rt: Runtime, name: str) -> None:
-    from rlhf.profiles import ensure_user
 
     if not name.strip():
         st.error("Enter a name for the new user.")
@@ -153,8 +154,6 @@ def require_market_data(rt: Runtime) -> None:
 
 def user_model(rt: Runtime, user: User) -> tuple[Any, Any]:
     """The user's serving model (active adapter, else the shared SFT adapter, else the base), loaded once per process."""
-    from advisor.forecaster.versions import load_serving_model
-
     return load_serving_model(rt.session_factory, rt.settings.base_model, rt.settings.resolved_model_dir, user.id)
 
 

@@ -9,6 +9,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from advisor.cli.common import console, ensure_database, parse_date, parse_tickers, runtime
+from advisor.cli.forecast import model_app
+from advisor.data.store import PreloadedMarketStore
+from advisor.errors import AdvisorError, InputValidationError
+from rlhf.datasets import pair_examples, rating_examples, time_split
+from rlhf.preferences import feedback_counts, record_choice, record_rating
+from rlhf.profiles import ARCHETYPES, QUESTIONS, get_user, profile_history, require_profile, save_profile, score_answers, user_utility
+from rlhf.registry import activate, rollback
+from rlhf.train_pref import write_rows
+
 DEMO_ORDER = 200
 
 profile_app = typer.Typer(help="Risk profile: the questionnaire and its versions.", no_args_is_help=True)
@@ -18,7 +28,6 @@ rlhf_app = typer.Typer(help="Tune a user's adapter on their preferences (reward 
 
 
 def _answers(text: str) -> dict[str, str]:
-    from advisor.errors import InputValidationError
 
     pairs: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
@@ -34,9 +43,6 @@ def _answers(text: str) -> dict[str, str]:
 @profile_app.command("questions")
 def questions() -> None:
     """The questionnaire, with the option numbers to answer with."""
-    from advisor.cli.common import console
-    from rlhf.profiles import QUESTIONS
-
     for q in QUESTIONS:
         console.print(f"[bold]{q.key}[/bold]: {q.text}")
         for i, option in enumerate(q.options):
@@ -51,10 +57,6 @@ def set_profile(
     archetype: str | None = typer.Option(None, help="Answer like a conservative, moderate or aggressive investor."),
 ) -> None:
     """Answer the questionnaire; stores a new profile version when the answers changed."""
-    from advisor.cli.common import console, ensure_database, runtime
-    from advisor.errors import AdvisorError
-    from rlhf.profiles import ARCHETYPES, QUESTIONS, save_profile, score_answers
-
     rt = runtime(ctx)
     ensure_database(rt)
     if archetype:
@@ -78,9 +80,6 @@ def set_profile(
 @profile_app.command("show")
 def show_profile(ctx: typer.Context, user: str = typer.Option(...)) -> None:
     """The user's current profile and its history."""
-    from advisor.cli.common import console, ensure_database, runtime
-    from rlhf.profiles import get_user, profile_history
-
     rt = runtime(ctx)
     ensure_database(rt)
     table = Table("version", "label", "score", "risk aversion", "max weight", "max gross", "shorts", "target vol", "cash buffer", "created")
@@ -101,10 +100,6 @@ def choose(
     comment: str | None = typer.Option(None),
 ) -> None:
     """Record which of two views of the same prompt you prefer."""
-    from advisor.cli.common import console, ensure_database, runtime
-    from rlhf.preferences import record_choice
-    from rlhf.profiles import get_user, require_profile
-
     rt = runtime(ctx)
     ensure_database(rt)
     with rt.session() as session:
@@ -122,10 +117,6 @@ def rate(
     comment: str | None = typer.Option(None),
 ) -> None:
     """Thumbs up or down on one view."""
-    from advisor.cli.common import console, ensure_database, runtime
-    from rlhf.preferences import record_rating
-    from rlhf.profiles import get_user, require_profile
-
     rt = runtime(ctx)
     ensure_database(rt)
     with rt.session() as session:
@@ -137,10 +128,6 @@ def rate(
 @feedback_app.command("summary")
 def summary(ctx: typer.Context, user: str = typer.Option(...)) -> None:
     """How much feedback a user has given, by source and kind."""
-    from advisor.cli.common import console, ensure_database, runtime
-    from rlhf.preferences import feedback_counts
-    from rlhf.profiles import get_user
-
     rt = runtime(ctx)
     ensure_database(rt)
     with rt.session() as session:
@@ -172,7 +159,6 @@ def run_command(
     seed: int = typer.Option(0),
 ) -> None:
     """Candidates -> labels -> reward model + DPO -> held-out evaluation -> register (and activate if better)."""
-    from advisor.cli.common import console, ensure_database, parse_date, parse_tickers, runtime
     from rlhf.loop import LoopOptions, run_loop
 
     rt = runtime(ctx)
@@ -200,8 +186,6 @@ def compare_command(
     seed: int = typer.Option(0, help="The loop's seed (picks the same held-out names)."),
 ) -> None:
     """Compare two users' latest tuned adapters with their parents on the same held-out windows."""
-    from advisor.cli.common import console, ensure_database, parse_date, parse_tickers, runtime
-    from advisor.data.store import PreloadedMarketStore
     from rlhf.compare import compare_users
     from rlhf.loop import heldout_grid
 
@@ -234,11 +218,6 @@ def print_loop(result: Any, console: Any) -> None:
 def export(ctx: typer.Context, user: str = typer.Option(...), out: Path = typer.Option(..., help="Directory for the JSONL files."),
            split_date: str | None = typer.Option(None, help="Evaluation = weeks on or after this date (default: last 25% of weeks).")) -> None:
     """Export the user's preferences as TRL datasets (DPO/reward pairs, KTO thumbs), split by time."""
-    from advisor.cli.common import console, ensure_database, parse_date, runtime
-    from rlhf.datasets import pair_examples, rating_examples, time_split
-    from rlhf.profiles import get_user
-    from rlhf.train_pref import write_rows
-
     rt = runtime(ctx)
     ensure_database(rt)
     cut = parse_date(split_date, "--split-date") if split_date else None
@@ -252,7 +231,6 @@ def export(ctx: typer.Context, user: str = typer.Option(...), out: Path = typer.
 
 
 def register_cli(app: typer.Typer) -> None:
-    from advisor.cli.forecast import model_app
 
     app.add_typer(profile_app, name="profile")
     app.add_typer(feedback_app, name="feedback")
@@ -261,10 +239,6 @@ def register_cli(app: typer.Typer) -> None:
     @model_app.command("activate")
     def activate_command(ctx: typer.Context, user: str = typer.Option(...), version: int = typer.Option(..., min=1, max=MAX_ROW_ID, help="Model version id.")) -> None:
         """Make a model version the one that writes this user's views."""
-        from advisor.cli.common import console, ensure_database, runtime
-        from rlhf.profiles import get_user
-        from rlhf.registry import activate
-
         rt = runtime(ctx)
         ensure_database(rt)
         with rt.session() as session:
@@ -274,10 +248,6 @@ def register_cli(app: typer.Typer) -> None:
     @model_app.command("rollback")
     def rollback_command(ctx: typer.Context, user: str = typer.Option(...)) -> None:
         """Go back to the version that was active before the current one."""
-        from advisor.cli.common import console, ensure_database, runtime
-        from rlhf.profiles import get_user
-        from rlhf.registry import rollback
-
         rt = runtime(ctx)
         ensure_database(rt)
         with rt.session() as session:
@@ -287,10 +257,8 @@ def register_cli(app: typer.Typer) -> None:
 
 def demo_step(context: Any) -> None:
     """Two simulated users with opposite profiles tune their own adapters; compare what they got."""
-    from advisor.data.store import PreloadedMarketStore
     from rlhf.compare import compare_users, pair_overlap
     from rlhf.loop import LoopOptions, heldout_grid, run_loop
-    from rlhf.profiles import ARCHETYPES, get_user, save_profile, user_utility
 
     rt, console = context.rt, context.console
     context.heading("Personal tuning: two simulated users with opposite risk profiles")

@@ -38,8 +38,9 @@ from advisor.forecaster.prompts import PromptConfig
 from advisor.forecaster.service import Personalisation, forecast_windows
 from advisor.forecaster.views import View
 from advisor.portfolio import RiskParams, exposures, target_weights, trailing_daily_volatility
-from db.models import ModelActivation, ModelVersion, RiskProfile, TrainingRun, User
+from db.models import ModelActivation, ModelVersion, Preference, RiskProfile, TrainingRun, User
 from db.types import utcnow
+from rlhf.datasets import SOURCE_PRIORITY
 from rlhf.evaluate import format_ci, mean_ci, write_report
 from rlhf.profiles import ARCHETYPES, get_user, score_answers, user_utility
 from rlhf.utility import outcome_week, view_utility
@@ -266,9 +267,6 @@ class PairOverlap:
 
 def pair_overlap(session: Session, a: User, b: User) -> PairOverlap:
     """Compare the two users' labelled pairs (any source) view pair by view pair."""
-    from db.models import Preference
-    from rlhf.datasets import SOURCE_PRIORITY
-
     def choices(user: User) -> dict[frozenset[int], int]:
         """The label each pair exports with (a person's choice over the simulated user's over the outcome)."""
         rows = session.execute(select(Preference.chosen_forecast_id, Preference.rejected_forecast_id, Preference.source, Preference.id).where(

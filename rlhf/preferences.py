@@ -25,6 +25,7 @@ from advisor.data.store import MarketStore
 from advisor.errors import AdvisorError, DataUnavailableError
 from advisor.forecaster.views import parse_view
 from db.models import Forecast, Preference, RiskProfile, User
+from db.queries import forecasts_visible_to
 from db.types import utcnow
 from rlhf.profiles import user_utility
 from rlhf.utility import DEFAULT_MARGIN, outcome_week, view_utility
@@ -206,8 +207,6 @@ def feedback_counts(session: Session, user: User) -> dict[str, int]:
 
 def pending_pairs(session: Session, user: User, limit: int = 5) -> list[tuple[Forecast, Forecast]]:
     """Pairs of distinct candidate views (one prompt) the user can see and has not judged yet."""
-    from db.queries import forecasts_visible_to
-
     judged = set()
     for chosen, rejected in session.execute(
         select(Preference.chosen_forecast_id, Preference.rejected_forecast_id).where(Preference.user_id == user.id, Preference.kind == "pair")

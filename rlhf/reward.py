@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from advisor.errors import AdvisorError
 from advisor.forecaster.loading import prepare_tokenizer
 from advisor.forecaster.modelstore import resolve_model_path
 from advisor.forecaster.training import Precision, training_attention
@@ -72,7 +73,6 @@ def train_reward_model(
     from transformers import AutoTokenizer
     from trl import RewardConfig, RewardTrainer
 
-    from advisor.errors import AdvisorError
     from rlhf.shared_prompt import SharedPromptRewardTrainer
 
     if len(train_rows) < options.min_pairs:

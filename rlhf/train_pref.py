@@ -31,6 +31,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from advisor.errors import AdvisorError
+from advisor.forecaster.loading import prepare_tokenizer
+from advisor.forecaster.modelstore import resolve_model_path
+
 # The floor for a preference run. Measured (bench/bench_dpo_floor.py, a conservative user's pairs, DPO from
 # the shipped adapter, one pass at the loop's batch and learning rate, 32 held-out windows): tiny runs are
 # not harmless no-ops, they swing the advisor at random. 2 steps on 4 pairs changed the predicted bin of
@@ -140,9 +144,6 @@ def run(spec: PreferenceSpec) -> dict[str, Any]:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from advisor.errors import AdvisorError
-    from advisor.forecaster.loading import prepare_tokenizer
-    from advisor.forecaster.modelstore import resolve_model_path
     from advisor.forecaster.training import Precision, training_attention
 
     rows = read_rows(Path(spec.rows_path))

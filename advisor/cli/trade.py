@@ -10,7 +10,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from advisor.cli.common import console, ensure_database, parse_date, parse_tickers, runtime
+from advisor.errors import AdvisorError
+from advisor.portfolio import params_from_profile
 from advisor.runtime import Runtime
+from advisor.trading import bot as bot_module
+from advisor.trading.bot import kill
+from advisor.trading.status import account_status
+from advisor.trading.wiring import user_bot, user_broker
+from advisor.users import require_profile, require_user
 
 if TYPE_CHECKING:
     from advisor.portfolio import RiskParams
@@ -21,8 +28,6 @@ app = typer.Typer(help="Paper trading: rebalance a paper account to the views (l
 
 
 def _user(rt: Runtime, name: str) -> tuple[int, RiskParams]:
-    from advisor.portfolio import params_from_profile
-    from advisor.users import require_profile, require_user
 
     with rt.session() as session:
         user = require_user(session, name)
@@ -30,7 +35,6 @@ def _user(rt: Runtime, name: str) -> tuple[int, RiskParams]:
 
 
 def _broker(rt: Runtime, kind: str | None, user_id: int, max_weight: float, as_of: str | None) -> Broker:
-    from advisor.trading.wiring import user_broker
 
     return user_broker(rt, user_id, max_weight, kind=kind, as_of=parse_date(as_of, "--as-of") if as_of else None)
 
@@ -75,10 +79,6 @@ def run_command(
     generate: bool = typer.Option(True, help="Forecast missing views for --tickers with the user's active model first."),
 ) -> None:
     """Rebalance the user's paper account to their active views and profile."""
-    from advisor.errors import AdvisorError
-    from advisor.trading import bot as bot_module
-    from advisor.trading.wiring import user_bot
-
     if once == loop:
         raise AdvisorError("choose one of --once and --loop")
     rt = runtime(ctx)
@@ -98,8 +98,6 @@ def run_command(
 @app.command("status")
 def status_command(ctx: typer.Context, user: str = typer.Option(...), broker: str | None = typer.Option(None), as_of: str | None = typer.Option(None, "--as-of")) -> None:
     """Account, positions, orders, fills and the bot's state."""
-    from advisor.trading.status import account_status
-
     rt = runtime(ctx)
     ensure_database(rt)
     user_id, params = _user(rt, user)
@@ -125,8 +123,6 @@ def kill_command(
     as_of: str | None = typer.Option(None, "--as-of", help="The historical week the local broker is trading (simulated clock)."),
 ) -> None:
     """Kill switch: cancel the user's open orders and stop the loop (until --resume)."""
-    from advisor.trading.bot import kill
-
     rt = runtime(ctx)
     ensure_database(rt)
     user_id, params = _user(rt, user)

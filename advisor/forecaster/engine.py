@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from advisor.errors import ConfigError
+from advisor.forecaster.grounding import mask_logits
+from advisor.forecaster.lora_file import LoraFile
 
 SUPPORTED_MODEL_TYPES = frozenset({"llama"})
 MIN_SHARED_PREFIX = 8  # tokens; below this a shared-prefix pass is not worth its bookkeeping
@@ -63,6 +65,14 @@ class EngineRequest:
 class EngineOutput:
     token_ids: list[int]
     stop_reason: str  # eos | length | answer_complete | repetition
+
+
+@dataclass(frozen=True)
+class EngineAdapter:
+    """A LoRA adapter as the engine serves it: its factors and the key its merged weights are cached by."""
+
+    key: str  # the adapter's content hash
+    lora: LoraFile
 
 
 @dataclass(frozen=True)
@@ -162,27 +172,19 @@ def check_supported(model: Any) -> None:
                     raise EngineUnsupportedError(f"its {name} is a {type(base).__name__} (quantised loading), not a plain Linear")
 
 
-def adapter_problem(model: Any, adapter_name: str) -> str | None:
-    """Why the engine cannot apply peft adapter ``adapter_name`` of ``model``, or None.
+def adapter_problem(lora: LoraFile) -> str | None:
+    """Why the engine cannot apply the adapter read into ``lora``, or None.
 
     The engine merges LoRA on the attention and MLP projections; an adapter that also trains other
     modules (embeddings, the head, ``modules_to_save``) or uses DoRA is left to transformers.
     """
+    if lora.problem is not None:
+        return lora.problem
     projections = {name for group in PROJECTION_GROUPS.values() for _, name in group}
-    found = False
-    for name, module in model.named_modules():
-        lora_a = getattr(module, "lora_A", None)
-        saved = getattr(module, "modules_to_save", None)
-        if saved is not None and adapter_name in saved:
-            return f"the adapter also trains {name} (modules_to_save)"
-        if lora_a is None or adapter_name not in lora_a:
-            continue
-        if name.rsplit(".", 1)[-1] not in projections:
-            return f"the adapter puts LoRA on {name}, which the engine does not merge"
-        if getattr(module, "use_dora", {}).get(adapter_name, False):
-            return "DoRA adapters are not implemented by the engine"
-        found = True
-    return None if found else f"adapter '{adapter_name}' is not loaded on this model"
+    for module in lora.modules:
+        if module.rsplit(".", 1)[-1] not in projections:
+            return f"the adapter puts LoRA on {module}, which the engine does not merge"
+    return None
 
 
 class DecoderEngine:
@@ -232,18 +234,18 @@ class DecoderEngine:
             fused[group] = self._linear([b.weight.detach() for b in bases], [None if b.bias is None else b.bias.detach() for b in bases])
         return _Layer(layer.input_layernorm.weight.detach(), layer.post_attention_layernorm.weight.detach(), **fused)
 
-    def _weights_for(self, adapter_name: str | None) -> list[_Layer]:
-        """The layers to run for peft adapter ``adapter_name``: the base, or base + LoRA merged.
+    def _weights_for(self, adapter: EngineAdapter | None) -> list[_Layer]:
+        """The layers to run for ``adapter``: the base, or base + LoRA merged.
 
         Merging costs one copy of the base and a rank-r update per matrix (~0.1 s for the 135M
         model) when the adapter changes, and removes the adapter's extra products from every step.
         """
-        if adapter_name is None:
+        if adapter is None:
             return self.layers
         with self.lock:
-            if self._merged_for == adapter_name and self._merged is not None:
+            if self._merged_for == adapter.key and self._merged is not None:
                 return self._merged
-            groups = self._adapter_groups(adapter_name)
+            groups = self._adapter_groups(adapter)
             if self._merged is None:
                 self._merged = [
                     _Layer(layer.norm1, layer.norm2, **{g: _Linear(getattr(layer, g).weight.clone(), getattr(layer, g).bias) for g in PROJECTION_GROUPS})
@@ -255,47 +257,46 @@ class DecoderEngine:
                     target.copy_(getattr(base, group).weight)
                     if group in lora:
                         target.addmm_(lora[group].b, lora[group].a)
-            self._merged_for = adapter_name
+            self._merged_for = adapter.key
             return self._merged
 
-    def _adapter_groups(self, adapter_name: str) -> list[dict[str, _LoraGroup]]:
-        """The stacked LoRA factors of peft adapter ``adapter_name`` (cached by name = content hash)."""
+    def _adapter_groups(self, adapter: EngineAdapter) -> list[dict[str, _LoraGroup]]:
+        """The stacked LoRA factors of ``adapter`` (cached by its key, the content hash)."""
         with self.lock:
-            if adapter_name in self._lora:
-                self._lora.move_to_end(adapter_name)
-                return self._lora[adapter_name]
-            problem = adapter_problem(self.model, adapter_name)
+            if adapter.key in self._lora:
+                self._lora.move_to_end(adapter.key)
+                return self._lora[adapter.key]
+            problem = adapter_problem(adapter.lora)
             if problem is not None:
                 raise EngineUnsupportedError(problem)
-            groups = [self._stack_lora(layer, adapter_name) for layer in self.core_layers]
-            self._lora[adapter_name] = groups
+            groups = [self._stack_lora(index, adapter.lora) for index in range(len(self.core_layers))]
+            self._lora[adapter.key] = groups
             while len(self._lora) > ADAPTER_CACHE_SIZE:
                 self._lora.popitem(last=False)
             return groups
 
-    def forget_adapter(self, adapter_name: str) -> None:
+    def forget_adapter(self, key: str) -> None:
         with self.lock:
-            self._lora.pop(adapter_name, None)
-            if self._merged_for == adapter_name:
+            self._lora.pop(key, None)
+            if self._merged_for == key:
                 self._merged_for = None
 
-    def _stack_lora(self, layer: Any, adapter_name: str) -> dict[str, _LoraGroup]:
+    def _stack_lora(self, index: int, lora: LoraFile) -> dict[str, _LoraGroup]:
         import torch
 
+        layer = self.core_layers[index]
         stacked: dict[str, _LoraGroup] = {}
         for group, members in PROJECTION_GROUPS.items():
             parts: list[tuple[Any, Any] | None] = []  # (A [r, in], B [out, r] scaled) or None, per member
             outs = []
             for parent, name in members:
-                module = getattr(getattr(layer, parent), name)
-                base = _base_linear(module)
-                outs.append(base.weight.shape[0])
-                lora_a = getattr(module, "lora_A", {})
-                if adapter_name not in lora_a:
+                outs.append(_base_linear(getattr(getattr(layer, parent), name)).weight.shape[0])
+                factors = lora.modules.get(f"model.layers.{index}.{parent}.{name}")
+                if factors is None:
                     parts.append(None)
                     continue
-                a = module.lora_A[adapter_name].weight.detach().to(self.dtype)
-                b = module.lora_B[adapter_name].weight.detach().to(self.dtype) * float(module.scaling[adapter_name])
+                a = factors.a.to(device=self.device, dtype=self.dtype)
+                b = factors.b.to(device=self.device, dtype=self.dtype) * factors.scale
                 parts.append((a, b))
             if all(p is None for p in parts):
                 continue
@@ -399,11 +400,11 @@ class DecoderEngine:
         *,
         slots: int,
         eos_ids: frozenset[int],
-        adapter: str | None = None,
+        adapter: EngineAdapter | None = None,
         stop_check: Callable[[list[int]], str | None] | None = None,
         on_request_done: Callable[[int], None] | None = None,
     ) -> list[list[EngineOutput]]:
-        """Outputs per request and candidate, with peft adapter ``adapter`` (None: the base).
+        """Outputs per request and candidate, with ``adapter`` (None: the base).
 
         ``stop_check(tokens)`` may end a sequence early with a reason.
         """
@@ -681,7 +682,6 @@ def _constrain(logits: Any, sequences: Sequence[_Sequence | None]) -> Any:
     allowed = [s.constraint.allowed() if s is not None and s.constraint is not None else None for s in sequences]
     if all(a is None for a in allowed):
         return logits
-    from advisor.forecaster.grounding import mask_logits
 
     return mask_logits(logits, allowed)
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from tqdm.auto import tqdm
 
 from advisor.errors import ConfigError
+from advisor.forecaster.backends import PromptJob, select_backend
 from advisor.forecaster.loading import ModelHandle
 
 if TYPE_CHECKING:
@@ -102,8 +103,6 @@ def generate(
     ``groundings`` (one per prompt, used when ``decoding.grounded`` and the backend grounds): the
     facts each view may state.
     """
-    from advisor.forecaster.backends import PromptJob, select_backend
-
     if len(prompt_texts) != len(prompt_hashes):
         raise ValueError("one hash per prompt")
     if not prompt_texts:

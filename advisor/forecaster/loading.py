@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from advisor.config import DEFAULT_BASE_MODEL
 from advisor.errors import AdvisorError, ConfigError
+from advisor.forecaster.lora_file import AdapterFileError, LoraFile
 from advisor.forecaster.modelstore import ModelNotFoundError, adapter_hash, fingerprint, resolve_model_path
 
 Quantization = Literal["none", "4bit", "8bit"]
@@ -52,7 +53,9 @@ class LoadedBase:
     device: Any
     dtype: Any
     quantization: str
-    adapters: dict[str, Path] = field(default_factory=dict)
+    adapters: dict[str, Path] = field(default_factory=dict)  # attached adapters by content hash
+    lora_files: dict[str, LoraFile] = field(default_factory=dict)  # their factors as read from disk (the engine's source)
+    peft_loaded: set[str] = field(default_factory=set)  # hashes loaded into the peft wrapper (the transformers path)
     lock: threading.RLock = field(default_factory=threading.RLock)
     engines: dict[str, Any] = field(default_factory=dict)  # fast decoding engines by weight mode (backends/fast.py)
 
@@ -79,13 +82,19 @@ class ModelHandle:
 
     @contextmanager
     def activate(self) -> Iterator[Any]:
-        """The model with this handle's adapter selected (or all adapters disabled), under the lock."""
+        """The model with this handle's adapter selected (or all adapters disabled), under the lock.
+
+        The adapter is loaded into peft here, on first use, not when the handle is made: the engine
+        backend never needs peft (see :mod:`advisor.forecaster.lora_file`).
+        """
         with self.base.lock:
-            model = self.base.model
             if self.adapter_hash is not None:
+                model = load_into_peft(self.base, self.adapter_hash)
                 model.set_adapter(adapter_name(self.adapter_hash))
                 yield model
-            elif hasattr(model, "disable_adapter") and self.base.adapters:
+                return
+            model = self.base.model
+            if self.base.peft_loaded:
                 with model.disable_adapter():
                     yield model
             else:
@@ -192,29 +201,58 @@ def load_model(spec: ModelSpec, model_dir: Path) -> ModelHandle:
 
 
 def attach_adapter(base: LoadedBase, adapter_path: Path) -> ModelHandle:
-    """Load an adapter onto ``base`` (once) after checking it belongs to this base."""
-    from peft import PeftModel
+    """Attach an adapter to ``base`` (once) after checking it belongs to this base and fits its shapes.
 
+    Its factors are read from disk and checked against the base's layers without peft; peft loads it
+    only when the transformers path first uses it (:meth:`ModelHandle.activate`). An adapter the
+    reader cannot represent (DoRA, saved modules, ``.bin`` weights) is loaded into peft right away, so
+    a misfit is refused here either way.
+    """
     adapter_path = adapter_path.expanduser()
     if not adapter_path.is_dir():
         raise ModelNotFoundError(f"adapter {adapter_path} does not exist")
     digest = adapter_hash(adapter_path)
     check_adapter_base(adapter_path, base)
-    name = adapter_name(digest)
     with base.lock:
         if digest not in base.adapters:
             try:
-                if isinstance(base.model, PeftModel):
-                    base.model.load_adapter(str(adapter_path), adapter_name=name)
-                else:
-                    base.model = PeftModel.from_pretrained(base.model, str(adapter_path), adapter_name=name)
-                base.model.eval()
-            except (RuntimeError, ValueError, KeyError) as exc:
-                raise AdapterMismatchError(
-                    f"adapter {adapter_path} does not fit base model {base.base_id}: {str(exc).splitlines()[0]}"
-                ) from exc
+                lora = LoraFile.read(adapter_path)
+            except AdapterFileError as exc:
+                raise AdapterMismatchError(f"adapter {adapter_path} does not fit base model {base.base_id}: {exc}") from exc
+            misfit = lora.mismatch(base.model)
+            if misfit is not None:
+                raise AdapterMismatchError(f"adapter {adapter_path} does not fit base model {base.base_id}: {misfit}")
             base.adapters[digest] = adapter_path
+            base.lora_files[digest] = lora
+            if lora.problem is not None:
+                try:
+                    load_into_peft(base, digest)
+                except AdapterMismatchError:
+                    del base.adapters[digest], base.lora_files[digest]
+                    raise
     return ModelHandle(base, digest, adapter_path)
+
+
+def load_into_peft(base: LoadedBase, digest: str) -> Any:
+    """The peft-wrapped model with attached adapter ``digest`` loaded into it (once)."""
+    from peft import PeftModel
+
+    with base.lock:
+        if digest in base.peft_loaded:
+            return base.model
+        adapter_path, name = base.adapters[digest], adapter_name(digest)
+        try:
+            if isinstance(base.model, PeftModel):
+                base.model.load_adapter(str(adapter_path), adapter_name=name)
+            else:
+                base.model = PeftModel.from_pretrained(base.model, str(adapter_path), adapter_name=name)
+            base.model.eval()
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise AdapterMismatchError(
+                f"adapter {adapter_path} does not fit base model {base.base_id}: {str(exc).splitlines()[0]}"
+            ) from exc
+        base.peft_loaded.add(digest)
+        return base.model
 
 
 def check_adapter_base(adapter_path: Path, base: LoadedBase) -> None:

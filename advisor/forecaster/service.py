@@ -19,6 +19,8 @@ from sqlalchemy.orm import Session
 
 from advisor.data.store import MarketStore
 from advisor.data.windows import DEFAULT_TEXTS_PER_WEEK, DEFAULT_WEEKS, ForecastWindow, Horizon, build_window_for
+from advisor.errors import DataUnavailableError
+from advisor.forecaster.backends import select_backend
 from advisor.forecaster.checker import ViewCheck, check_view
 from advisor.forecaster.generation import Decoding, generate
 from advisor.forecaster.grounding import grounding_for
@@ -115,8 +117,6 @@ def forecast_windows(
     tone read by ``scorer`` (default: :func:`advisor.forecaster.sentiment.default_scorer`, the one
     that wrote the training targets); see :mod:`advisor.forecaster.grounding`.
     """
-    from advisor.forecaster.backends import select_backend
-
     prompts = build_prompts(windows, handle, prompt_config, decoding, who.risk_context)
     version = ensure_model_version(session, handle)
     backend = select_backend(handle)
@@ -236,9 +236,6 @@ def generate_missing_views(
 
     Pairs without enough data are skipped and reported rather than failing the whole batch.
     """
-    from advisor.errors import DataUnavailableError
-    from advisor.forecaster.versions import ensure_model_version
-
     version = ensure_model_version(session, handle)
     query = select(Forecast.ticker, Forecast.forecast_date).where(Forecast.model_version_id == version.id)
     query = query.where(Forecast.user_id.is_(None) if who.user_id is None else Forecast.user_id == who.user_id)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -24,9 +24,8 @@ from sqlalchemy.orm import Session
 from advisor.errors import AdvisorError
 from advisor.forecaster.loading import ADAPTER_META
 from advisor.forecaster.modelstore import adapter_hash, sha256_file
-
-if TYPE_CHECKING:
-    from db.models import ModelVersion
+from advisor.forecaster.versions import base_key
+from db.models import ModelVersion
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped" / "sft-default"
 SHIPPED_FILES: dict[str, str] = {
@@ -67,9 +66,6 @@ def register_shipped(
     session: Session, base_fingerprint: str, base_id: str, directory: Path = SHIPPED_DIR, pins: dict[str, str] | None = None
 ) -> ModelVersion | None:
     """The shipped adapter's model version for this base (created on first use), or None for another base."""
-    from advisor.forecaster.versions import base_key
-    from db.models import ModelVersion
-
     if not (directory / "adapter_model.safetensors").is_file() or shipped_base_fingerprint(directory) != base_fingerprint:
         return None
     path = shipped_adapter(directory, pins)

@@ -12,8 +12,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from advisor.forecaster.loading import ADAPTER_META, ModelHandle
-from db.models import ModelVersion
+from advisor.config import DEFAULT_BASE_MODEL
+from advisor.forecaster.loading import ADAPTER_META, ModelHandle, ModelSpec, load_model
+from db.models import ModelActivation, ModelVersion
 
 
 def base_key(fingerprint: str) -> str:
@@ -97,8 +98,7 @@ def latest_version(session: Session, *, kind: str, base_fingerprint: str, base_i
         if row.adapter_path and Path(row.adapter_path).is_dir():
             return row
     if kind == "sft":
-        from advisor.config import DEFAULT_BASE_MODEL
-        from advisor.forecaster.shipped import register_shipped
+        from advisor.forecaster.shipped import register_shipped  # shipped imports this module
 
         return register_shipped(session, base_fingerprint, base_id or DEFAULT_BASE_MODEL)
     return None
@@ -106,8 +106,6 @@ def latest_version(session: Session, *, kind: str, base_fingerprint: str, base_i
 
 def active_version_id(session: Session, user_id: int) -> int | None:
     """The user's active model version (newest activation), if they ever activated one."""
-    from db.models import ModelActivation
-
     row = session.scalar(select(ModelActivation).where(ModelActivation.user_id == user_id).order_by(ModelActivation.id.desc()))
     return row.model_version_id if row else None
 
@@ -124,8 +122,6 @@ def serving_version(session: Session, user_id: int | None, base_fingerprint: str
 def load_serving_model(factory: sessionmaker[Session], base_model: str, model_dir: Path, user_id: int | None) -> tuple[ModelHandle, ModelVersion | None]:
     """The model that writes a user's views (:func:`serving_version`; the base when no adapter exists yet) and
     its version. Bases and adapters are loaded once per process (:func:`advisor.forecaster.loading.load_model`)."""
-    from advisor.forecaster.loading import ModelSpec, load_model
-
     base = load_model(ModelSpec(base=base_model), model_dir)
     with factory() as session:
         version = serving_version(session, user_id, base.base.fingerprint)

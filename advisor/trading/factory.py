@@ -15,7 +15,9 @@ from advisor import market_calendar
 from advisor.config import BrokerSettings
 from advisor.errors import ConfigError
 from advisor.trading.broker import Broker
+from advisor.trading.local_broker import LocalPaperBroker, SimulatedClock
 from advisor.trading.safety import Caps, GuardedBroker
+from db.queries import last_close
 
 
 def make_broker(
@@ -30,12 +32,9 @@ def make_broker(
 ) -> Broker:
     """A guarded paper broker of ``kind`` (``local`` or ``alpaca``) for one user."""
     if kind == "local":
-        from advisor.trading.local_broker import LocalPaperBroker
-
         inner: Broker = LocalPaperBroker(factory, user_id, initial_cash=settings.initial_cash, clock=clock)
     elif kind == "alpaca":
         from advisor.trading.alpaca_broker import AlpacaPaperBroker
-        from advisor.trading.local_broker import SimulatedClock
 
         if isinstance(clock, SimulatedClock):
             raise ConfigError("Alpaca paper trades in real time: a historical --as-of date works with the local paper broker only")
@@ -51,8 +50,6 @@ def make_broker(
 
 def _store_price(factory: sessionmaker[Session], clock: Callable[[], datetime]) -> Callable[[str], float | None]:
     """The last close known now, from the store: how unheld names are priced for the safety caps."""
-    from db.queries import last_close
-
     def lookup(ticker: str) -> float | None:
         with factory() as session:
             return last_close(session, ticker, clock())

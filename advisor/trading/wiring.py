@@ -9,20 +9,24 @@ from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from advisor import market_calendar
+from advisor.data.store import PreloadedMarketStore
+from advisor.forecaster.modelstore import fingerprint, resolve_model_path
+from advisor.forecaster.service import Personalisation, generate_missing_views
+from advisor.forecaster.versions import load_serving_model
 from advisor.portfolio import RiskParams
+from advisor.trading.bot import RebalanceBot
 from advisor.trading.broker import Broker
 from advisor.trading.factory import make_broker
+from advisor.trading.local_broker import SimulatedClock
 
 if TYPE_CHECKING:
     from advisor.runtime import Runtime
-    from advisor.trading.bot import RebalanceBot
 
 
 def trading_clock(as_of: date | None) -> Callable[[], datetime]:
     """The real clock, or for a historical week a simulated one just after that session's close."""
     if as_of is None:
         return market_calendar.utcnow
-    from advisor.trading.local_broker import SimulatedClock
 
     day = market_calendar.session_on_or_before(as_of)
     return SimulatedClock(market_calendar.session_close(day) + timedelta(minutes=5))
@@ -37,10 +41,6 @@ def view_generator(rt: Runtime, user_id: int) -> Callable[[date, tuple[str, ...]
     """Forecast missing weekly views with the user's active model (loaded once, on first use)."""
 
     def generate(week: date, tickers: tuple[str, ...]) -> None:
-        from advisor.data.store import PreloadedMarketStore
-        from advisor.forecaster.service import Personalisation, generate_missing_views
-        from advisor.forecaster.versions import load_serving_model
-
         handle, _ = load_serving_model(rt.session_factory, rt.settings.base_model, rt.settings.resolved_model_dir, user_id)
         with rt.session() as session:
             generate_missing_views(session, PreloadedMarketStore(session), handle, tickers, [week], who=Personalisation(user_id=user_id))
@@ -50,9 +50,6 @@ def view_generator(rt: Runtime, user_id: int) -> Callable[[date, tuple[str, ...]
 
 def user_bot(rt: Runtime, user_id: int, params: RiskParams, broker: Broker, *, generate_missing_views: bool = False) -> RebalanceBot:
     """The rebalance bot for one user on ``broker``, reading the views of the user's serving model version."""
-    from advisor.forecaster.modelstore import fingerprint, resolve_model_path
-    from advisor.trading.bot import RebalanceBot
-
     model_dir = rt.settings.resolved_model_dir
     base_fp = fingerprint(resolve_model_path(rt.settings.base_model, model_dir), cache_dir=model_dir)
     generator = view_generator(rt, user_id) if generate_missing_views else None

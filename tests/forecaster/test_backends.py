@@ -293,3 +293,47 @@ def test_the_server_backend_never_prints_its_key(monkeypatch, handle, prompts) -
     with pytest.raises(InferenceServerError) as error:
         backend.generate(handle, [backends.PromptJob(prompts[0].text, prompts[0].hash, 0)], GREEDY, lambda i: None)
     assert "sk-very-secret" not in str(error.value)
+
+
+def test_engine_reads_rslora_and_per_module_alphas_as_peft_does(tiny_model_dir, tmp_path, handle, prompts) -> None:
+    """The engine takes factors and scales from the adapter's files, not from peft: the scale rules
+    peft applies (rsLoRA's alpha / sqrt(r), per-module alphas) must come out the same."""
+    adapter = _random_adapter(tiny_model_dir, tmp_path / "rs", seed=4, use_rslora=True, alpha_pattern={"down_proj": 2})
+    tuned = attach_adapter(handle.base, adapter)
+    engine, _ = _texts(tuned, prompts, GREEDY, "engine")
+    reference, _ = _texts(tuned, prompts, GREEDY, "transformers")
+    assert engine == reference
+
+
+def test_the_engine_path_never_imports_peft(tiny_model_dir, tmp_path) -> None:
+    """Attaching an adapter and generating with the engine leaves peft unimported (it cost ~3 s of
+    every ``advisor forecast``); the transformers path then loads it on first use."""
+    import subprocess
+    import sys
+    import textwrap
+
+    adapter = _random_adapter(tiny_model_dir, tmp_path / "a1", seed=1)
+    script = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        from advisor.forecaster.generation import Decoding, generate
+        from advisor.forecaster.loading import ModelSpec, load_model
+        handle = load_model(ModelSpec(base={str(tiny_model_dir)!r}, adapter=Path({str(adapter)!r}), dtype="float32"), Path({str(tmp_path)!r}))
+        text = handle.tokenizer.apply_chat_template([{{"role": "user", "content": "hi"}}], tokenize=False, add_generation_prompt=True)
+        generate(handle, [text], ["h"], Decoding(max_new_tokens=4), progress=False, backend="engine")
+        print("peft after engine:", "peft" in sys.modules)
+        generate(handle, [text], ["h"], Decoding(max_new_tokens=4), progress=False, backend="transformers")
+        print("peft after transformers:", "peft" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert "peft after engine: False" in out and "peft after transformers: True" in out
+
+
+def test_an_adapter_with_unreadable_weights_is_refused_clearly(tiny_model_dir, tmp_path, handle) -> None:
+    from advisor.forecaster.loading import AdapterMismatchError
+
+    adapter = _random_adapter(tiny_model_dir, tmp_path / "broken", seed=1)
+    (adapter / "adapter_model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(AdapterMismatchError, match="unreadable"):
+        attach_adapter(handle.base, adapter)
+    assert not handle.base.adapters

@@ -1,8 +1,8 @@
 """The ``engine`` backend: :class:`advisor.forecaster.engine.DecoderEngine` behind the backend interface.
 
 One engine per loaded base is kept on the base, so every user's adapter is served
-by the same weights: the engine reads the handle's adapter's LoRA factors from the peft model it was
-loaded into and applies them beside the shared base. Nothing is converted per adapter on disk, so a
+by the same weights: the engine takes the handle's adapter's LoRA factors as read from its files
+(:mod:`advisor.forecaster.lora_file`, no peft import) and merges them into one working copy of the base. Nothing is converted per adapter on disk, so a
 new adapter version is usable the moment it is registered.
 
 Each candidate of a prompt samples from its own generator: candidate 0 from the prompt's seed,
@@ -18,6 +18,7 @@ from advisor.config import InferenceSettings
 from advisor.forecaster.backends import PromptJob, RawGeneration
 from advisor.forecaster.engine import (
     DecoderEngine,
+    EngineAdapter,
     EngineRequest,
     EngineUnsupportedError,
     SamplingSettings,
@@ -26,7 +27,7 @@ from advisor.forecaster.engine import (
 )
 from advisor.forecaster.generation import Decoding, newline_token_ids, prompt_seed
 from advisor.forecaster.grounding import compile_grounding
-from advisor.forecaster.loading import LoadedBase, ModelHandle, adapter_name
+from advisor.forecaster.loading import LoadedBase, ModelHandle
 from advisor.forecaster.views import answer_stop_reason
 
 
@@ -36,9 +37,15 @@ def engine_support_problem(handle: ModelHandle) -> str | None:
         check_supported(handle.base.model)
     except EngineUnsupportedError as exc:
         return str(exc)
-    if handle.adapter_hash is not None:
-        return adapter_problem(handle.base.model, adapter_name(handle.adapter_hash))
-    return None
+    adapter = engine_adapter(handle)
+    return adapter_problem(adapter.lora) if adapter is not None else None
+
+
+def engine_adapter(handle: ModelHandle) -> EngineAdapter | None:
+    """The handle's adapter as the engine serves it (None: the base alone)."""
+    if handle.adapter_hash is None:
+        return None
+    return EngineAdapter(handle.adapter_hash, handle.base.lora_files[handle.adapter_hash])
 
 
 def candidate_seed(seed: int, candidate: int) -> int:
@@ -79,7 +86,7 @@ class EngineBackend:
         settings = SamplingSettings(decoding.mode, decoding.max_new_tokens, decoding.temperature, decoding.top_p)
         stop_check = _stop_check(tokenizer) if decoding.early_stop else None
         eos = frozenset({tokenizer.eos_token_id}) if tokenizer.eos_token_id is not None else frozenset()
-        adapter = adapter_name(handle.adapter_hash) if handle.adapter_hash is not None else None
+        adapter = engine_adapter(handle)
         with handle.base.lock:
             outputs = engine.generate(
                 requests, settings, slots=self.settings.slots, eos_ids=eos, adapter=adapter,

@@ -17,6 +17,7 @@ from typing import Any
 
 from advisor.forecaster.backends import PromptJob, RawGeneration
 from advisor.forecaster.generation import Decoding, newline_token_ids, prompt_seed
+from advisor.forecaster.grounding import compile_grounding, mask_logits
 from advisor.forecaster.loading import ModelHandle
 from advisor.forecaster.views import answer_stop_reason
 
@@ -93,8 +94,6 @@ class GroundingProcessor:
         self.prompt_length = prompt_length
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
-        from advisor.forecaster.grounding import mask_logits
-
         if input_ids.shape[1] > self.prompt_length:
             for state, token in zip(self.states, input_ids[:, -1].tolist(), strict=True):
                 if state is not None:
@@ -109,7 +108,6 @@ def _generate_batch(
     import torch
     from transformers import LogitsProcessorList, StoppingCriteriaList
 
-    from advisor.forecaster.grounding import compile_grounding
 
     tokenizer = handle.tokenizer
     encoded = tokenizer([j.text for j in jobs], return_tensors="pt", padding=True, add_special_tokens=False)
