@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from advisor.cli import data as data_cli
 from advisor.cli import forecast as forecast_cli
+from advisor.cli import sentiment as sentiment_cli
 from advisor.cli import trade as trade_cli
 from advisor.cli.common import console, err_console, parse_date, parse_tickers, quiet_third_party_logs, runtime
 from advisor.config import load_settings
@@ -30,6 +31,7 @@ app.add_typer(forecast_cli.model_app, name="model")
 app.add_typer(forecast_cli.train_app, name="train")
 app.add_typer(forecast_cli.eval_app, name="eval")
 app.add_typer(trade_cli.app, name="trade")
+app.add_typer(sentiment_cli.app, name="sentiment")
 app.command("forecast")(forecast_cli.forecast_command)
 for _plugin in plugins():
     if hasattr(_plugin, "register_cli"):

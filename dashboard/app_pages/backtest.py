@@ -7,9 +7,18 @@ import streamlit as st
 from advisor.portfolio import PRESETS, params_from_profile
 from backtest.queries import drawdown_frame, equity_frame, group_runs, metrics_table, user_runs
 from backtest.runner import BENCHMARK, BacktestRequest, run_backtest
+from dashboard.formatting import line_chart, show_table
 from dashboard.state import current_profile, require_market_data, require_user, setup, show_error
 from rlhf.profiles import get_user
 from rlhf.registry import user_versions
+
+METRIC_COLUMNS = {
+    "strategy": ("Strategy", None), "total_return": ("Total return", "percent"), "annualized_return": ("Annualised return", "percent"),
+    "annualized_volatility": ("Annualised volatility", "percent"), "sharpe": ("Sharpe", "%.2f"), "sortino": ("Sortino", "%.2f"),
+    "max_drawdown": ("Max drawdown", "percent"), "max_drawdown_days": ("Longest drawdown (days)", "%d"),
+    "turnover_per_year": ("Turnover per year", "%.1fx"), "avg_gross_exposure": ("Average gross exposure", "percent"),
+    "hit_rate": ("Direction hit rate", "percent"), "traded_views": ("Views traded", "%d"), "run": ("Run", None),
+}
 
 rt = setup()
 require_market_data(rt)
@@ -62,17 +71,19 @@ with rt.session() as session:
     runs = [r for g in groups for r in group_runs(session, g, user.id)]
     series = {}
     for r in runs:
-        label = f"{r.strategy} (v{r.model_version_id})" if r.strategy == "views" else r.strategy
+        label = f"following the views of model version {r.model_version_id}" if r.strategy == "views" else r.strategy
         if label not in series:
             series[label] = r.id
     equity = equity_frame(session, series)
 if equity.empty:
     st.warning("The runs stored no equity (a period without data?).")
     st.stop()
-st.subheader("Equity (start = 1)")
-st.line_chart(equity)
-st.subheader("Drawdown (%)")
-main = [c for c in equity.columns if c.startswith("views")] + [BENCHMARK]
-st.area_chart(drawdown_frame(equity[[c for c in main if c in equity.columns]]))
+st.subheader("Growth of $1")
+st.altair_chart(line_chart(equity, y_title="Value of $1 invested", y_format="$.2f"), width="stretch")
+st.subheader("Drawdown")
+main = [c for c in equity.columns if c.startswith("following the views")] + [BENCHMARK]
+st.altair_chart(line_chart(drawdown_frame(equity[[c for c in main if c in equity.columns]]) / 100, y_title="Below the running peak", y_format=".1%", area=True),
+                width="stretch")
 st.subheader("Metrics")
-st.dataframe(metrics_table(runs))
+show_table(metrics_table(runs).reset_index(), METRIC_COLUMNS)
+st.caption("Returns, volatility and drawdown are for the whole period chosen; Sharpe and Sortino are annualised from daily returns with a zero risk-free rate.")

@@ -1,6 +1,5 @@
 """Feedback: choose between two views of the same prompt, thumbs on views, and tuning runs."""
 
-import time
 from datetime import date
 
 import pandas as pd
@@ -8,10 +7,12 @@ import streamlit as st
 
 from advisor.data.store import SqlMarketStore
 from advisor.forecaster.generation import Decoding
-from advisor.forecaster.queries import view_cards, view_weeks
+from advisor.forecaster.queries import forecast_texts, view_cards, view_weeks
 from advisor.forecaster.service import Personalisation, WindowConfig, forecast_windows
 from advisor.forecaster.views import parse_view
+from dashboard import background
 from dashboard.state import flash, md_escape, require_market_data, require_profile, require_user, setup, show_error, show_flash, user_model
+from dashboard.widgets import show_posts, show_price_week
 from rlhf import jobs
 from rlhf.preferences import feedback_counts, pending_pairs, record_choice, record_rating, user_ratings
 from rlhf.profiles import get_user
@@ -46,6 +47,13 @@ st.subheader("A / B")
 with rt.session() as session:
     pairs = pending_pairs(session, get_user(session, user.name), limit=1)
     pair = [(a.id, a.raw_text, a.ticker, a.forecast_date, b.id, b.raw_text) for a, b in pairs]
+    if pairs:
+        with st.expander(f"What both views were built from: {pairs[0][0].ticker}'s prices and posts up to {pairs[0][0].forecast_date}", expanded=True):
+            price_col, posts_col = st.columns(2)
+            with price_col:
+                show_price_week(SqlMarketStore(session), pairs[0][0], with_outcome=False)
+            with posts_col:
+                show_posts(forecast_texts(session, pairs[0][0]))
 if pair:
     a_id, a_text, ticker, day, b_id, b_text = pair[0]
     st.caption(f"{ticker}, decision {day}: two candidate views of the same prompt")
@@ -78,26 +86,21 @@ with st.expander("Make a new pair"):
     ticker = st.selectbox("Ticker", tickers, key="pair_ticker")
     day = st.date_input("Forecast date", value=date(2015, 6, 5), key="pair_date")
     if st.button("Write two candidates", key="make_pair"):
-        try:
-            # Each step says what it does and how long it took; the last pair's time is the estimate for this one.
-            last = st.session_state.get("pair_seconds")
-            with st.status(f"Writing two candidate views of {ticker}" + (f" (the last pair took {last:.0f} s)" if last else ""),
-                           expanded=True) as status:
-                started = time.perf_counter()
-                st.write("Loading your model" + ("" if last else " (the first time in a session takes longest)") + "…")
-                handle, _ = user_model(rt, user)
-                st.write(f"Model ready after {time.perf_counter() - started:.0f} s; sampling two views of {ticker} for {day}…")
-                with rt.session() as session:
-                    window = WindowConfig().build(SqlMarketStore(session), ticker, day)
-                    forecast_windows(session, handle, [window], Decoding(mode="sample", num_candidates=2, temperature=1.0),
-                                     who=Personalisation(user_id=user.id, profile_id=profile.id), progress=False)
-                elapsed = time.perf_counter() - started
-                st.session_state["pair_seconds"] = elapsed
-                status.update(label=f"Two candidate views of {ticker} written in {elapsed:.0f} s", state="complete")
-            flash(f"Two new candidate views of {ticker} for {day} are waiting below ({elapsed:.0f} s).")
-            st.rerun()
-        except Exception as exc:  # noqa: BLE001
-            show_error(exc)
+        pair_ticker, pair_day, user_id, profile_id = ticker, day, user.id, profile.id
+
+        def write_pair(job: background.BackgroundJob) -> str:
+            job.report(0, 1, "loading your model")
+            handle, _ = user_model(rt, user)
+            job.report(0, 1, f"sampling two views of {pair_ticker} for {pair_day}")
+            with rt.session() as session:
+                window = WindowConfig().build(SqlMarketStore(session), pair_ticker, pair_day)
+                forecast_windows(session, handle, [window], Decoding(mode="sample", num_candidates=2, temperature=1.0),
+                                 who=Personalisation(user_id=user_id, profile_id=profile_id), progress=False)
+            job.report(1, 1, "written")
+            return f"Two new candidate views of {pair_ticker} for {pair_day} are waiting above"
+
+        background.start(user.id, "pair", f"Two candidate views of {ticker}", write_pair)
+    background.show(user.id, "pair")
 
 st.subheader("Thumbs")
 with rt.session() as session:

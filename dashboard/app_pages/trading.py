@@ -9,7 +9,16 @@ from advisor.portfolio import params_from_profile
 from advisor.trading.bot import RebalanceOptions, kill, resume
 from advisor.trading.status import account_status, equity_history
 from advisor.trading.wiring import user_bot, user_broker
+from dashboard.formatting import line_chart, money, show_table
 from dashboard.state import flash, require_market_data, require_profile, require_user, setup, show_error, show_flash
+
+PLAN_COLUMNS = {"side": ("Side", None), "qty": ("Shares", "%.4f"), "ticker": ("Ticker", None), "price": ("Price", "dollar"),
+                "notional": ("Amount", "dollar"), "target_weight": ("Target weight", "percent"), "part": ("Part", None)}
+ORDER_COLUMNS = {"week": ("Decision week", None), "ticker": ("Ticker", None), "side": ("Side", None), "qty": ("Shares", "%.4f"),
+                 "status": ("Status", None), "filled_qty": ("Filled", "%.4f"), "avg_price": ("Average fill price", "dollar"),
+                 "submitted_at": ("Submitted", None), "error": ("Error", None), "client_order_id": ("Order id", None)}
+FILL_COLUMNS = {"filled_at": ("Filled at", None), "ticker": ("Ticker", None), "side": ("Side", None), "qty": ("Shares", "%.4f"),
+                "price": ("Price", "dollar"), "commission": ("Commission", "dollar"), "order": ("Order id", None)}
 
 rt = setup()
 require_market_data(rt)
@@ -30,12 +39,12 @@ except Exception as exc:  # noqa: BLE001 - broker errors are shown, never a trac
     st.stop()
 
 m1, m2, m3 = st.columns(3)
-m1.metric("Equity", f"{account.equity:,.2f}")
-m2.metric("Cash", f"{account.cash:,.2f}")
+m1.metric("Equity", money(account.equity))
+m2.metric("Cash", money(account.cash))
 m3.metric("Positions", len(positions))
 if positions:
-    st.dataframe([{"ticker": p.ticker, "qty": round(p.qty, 4), "avg entry": round(p.avg_entry_price, 2),
-                   "market value": None if p.market_value is None else round(p.market_value, 2)} for p in positions], hide_index=True)
+    show_table(pd.DataFrame([{"ticker": p.ticker, "qty": p.qty, "avg_entry": p.avg_entry_price, "market_value": p.market_value} for p in positions]),
+               {"ticker": ("Ticker", None), "qty": ("Shares", "%.4f"), "avg_entry": ("Average entry", "dollar"), "market_value": ("Market value", "dollar")})
 
 st.subheader("Rebalance now")
 try:
@@ -47,15 +56,17 @@ if st.button("Preview the orders (dry run)", key="dry_run"):
     try:
         plan = bot.run_once(RebalanceOptions(dry_run=True))
         parts = {(t.ticker, t.side): sum(1 for o in plan.planned if (o.ticker, o.side) == (t.ticker, t.side)) for t in plan.planned}
-        st.session_state["plan"] = [(t.side.value, round(t.qty, 4), t.ticker, round(t.price, 2), round(t.notional), f"{t.target_weight:.1%}",
-                                     f"{t.sequence + 1} of {parts[(t.ticker, t.side)]}") for t in plan.planned]
+        st.session_state["plan"] = [{"side": t.side.value, "qty": t.qty, "ticker": t.ticker, "price": t.price, "notional": t.notional,
+                                     "target_weight": t.target_weight, "part": f"{t.sequence + 1} of {parts[(t.ticker, t.side)]}"} for t in plan.planned]
         st.session_state["plan_notes"] = plan.messages
     except Exception as exc:  # noqa: BLE001
         show_error(exc)
 if "plan" in st.session_state:
     plan_rows = st.session_state["plan"]
-    st.dataframe(pd.DataFrame([dict(zip(["side", "qty", "ticker", "price", "notional", "target weight", "part"], row, strict=True)) for row in plan_rows])
-                 if plan_rows else pd.DataFrame([{"orders": "none"}]), hide_index=True)
+    if plan_rows:
+        show_table(pd.DataFrame(plan_rows), PLAN_COLUMNS)
+    else:
+        st.caption("No orders: the account already holds the target.")
     for note in st.session_state.get("plan_notes", []):
         st.caption(note)
     if plan_rows and st.button("Confirm and send these orders", key="confirm"):
@@ -85,17 +96,18 @@ if status.kill_requested and k2.button("Resume", key="resume"):
     st.rerun()
 if not history.empty:
     st.subheader("P&L over time")
-    st.line_chart(history.set_index("date")["equity"])
+    st.altair_chart(line_chart(history.set_index("date")[["equity"]].rename(columns={"equity": "paper account equity"}),
+                               y_title="Equity", y_format="$,.0f"), width="stretch")
 st.subheader("Orders")
 if status.orders.empty:
     st.caption("No orders yet.")
 else:
-    st.dataframe(status.orders, hide_index=True)
+    show_table(status.orders, ORDER_COLUMNS)
 st.subheader("Fills")
 if status.fills.empty:
     st.caption("No fills yet.")
 else:
-    st.dataframe(status.fills, hide_index=True)
+    show_table(status.fills, FILL_COLUMNS)
 if not status.events.empty:
     with st.expander("Bot log"):
-        st.dataframe(status.events, hide_index=True)
+        show_table(status.events, {"at": ("When", None), "level": ("Level", None), "message": ("Message", None)})

@@ -1,16 +1,16 @@
 """Views: this week's views with the posts they were built from and the price around the week."""
 
-from datetime import date, timedelta
+from datetime import date
 
-import altair as alt
-import pandas as pd
 import streamlit as st
 
 from advisor.data.store import SqlMarketStore
 from advisor.forecaster.checker import ViewCheck
-from advisor.forecaster.queries import price_context, view_cards, view_weeks
+from advisor.forecaster.queries import hit_rate, view_cards, view_result, view_weeks
 from advisor.forecaster.service import Personalisation, forecast_tickers
-from dashboard.state import md_escape, require_market_data, require_user, setup, show_error, user_model
+from dashboard import background
+from dashboard.state import md_escape, require_market_data, require_user, setup, user_model
+from dashboard.widgets import show_posts, show_price_week
 
 rt = setup()
 require_market_data(rt)
@@ -24,21 +24,20 @@ with rt.session() as session:
 with st.expander("Generate new views", expanded=not weeks):
     tickers = st.multiselect("Tickers", all_tickers, default=all_tickers[:3], key="gen_tickers")
     day = st.date_input("Forecast date (uses what was known at that close)", value=weeks[0] if weeks else date(2015, 6, 5), key="gen_date")
-    if st.button("Generate views", key="generate"):
-        bar = st.progress(0.0, text="loading the model")
-        try:
-            handle, version = user_model(rt, user)
+    if st.button("Generate views", key="generate", disabled=not tickers):
+        chosen_tickers, chosen_day, user_id = list(tickers), day, user.id
 
-            def show_progress(done: int, total: int) -> None:
-                bar.progress(done / total, text=f"{done}/{total} views")
-
+        def write_views(job: background.BackgroundJob) -> str:
+            job.report(0, len(chosen_tickers), "loading your model")
+            handle, _ = user_model(rt, user)
+            job.report(0, len(chosen_tickers), "writing views")
             with rt.session() as session:
-                forecast_tickers(session, SqlMarketStore(session), handle, tickers, day, who=Personalisation(user_id=user.id),
-                                 progress=False, on_progress=show_progress)
-            bar.progress(1.0, text="done")
-            st.rerun()
-        except Exception as exc:  # noqa: BLE001
-            show_error(exc)
+                outcomes = forecast_tickers(session, SqlMarketStore(session), handle, chosen_tickers, chosen_day, who=Personalisation(user_id=user_id),
+                                            progress=False, on_progress=lambda done, total: job.report(done, total, "writing views"))
+            return f"Wrote {len(outcomes)} views for {chosen_day}"
+
+        background.start(user.id, "views", f"Views of {len(chosen_tickers)} tickers for {chosen_day}", write_views)
+    background.show(user.id, "views")
 
 if not weeks:
     st.info("No views yet for this user. Generate some above (or run `make demo`).")
@@ -73,21 +72,16 @@ with rt.session() as session:
                 st.warning(f"The model's answer did not parse ({v.error}); it is not used as a signal.")
                 with st.container(border=True):
                     st.markdown(md_escape(f.raw_text[:1500]) or "(empty)")
+            result = view_result(store, f, v)
+            if result is not None:
+                (st.success if result.direction_right else st.error)("Result: " + result.text())
+            elif v.is_signal:
+                st.caption("Result: the forecast week is not over in the stored prices yet.")
+            record = hit_rate(session, store, user.id, f.ticker, f.model_version_id, before=f.forecast_date)
+            st.caption(f"This model on {f.ticker} before this week: {record.text()}.")
             st.caption(f"written by {card.model_name} ({card.model_kind})")
             with st.expander("Details"):
                 st.caption(f"parse {f.parse_status} · prompt {f.prompt_hash[:10]} · seed {f.seed} · decoding {f.decoding.get('mode', '?')}")
         with right:
-            prices = price_context(store, f.ticker, f.forecast_date)
-            if not prices.empty:
-                band = pd.DataFrame({"start": [pd.Timestamp(f.target_start)], "end": [pd.Timestamp(f.target_end) + timedelta(hours=20)]})
-                chart = alt.Chart(prices).mark_line().encode(x=alt.X("date:T", title=None), y=alt.Y("close:Q", title="close", scale=alt.Scale(zero=False)))
-                marked = alt.Chart(band).mark_rect(opacity=0.2, color="orange").encode(x=alt.X("start:T", title=None), x2="end:T")
-                st.altair_chart(marked + chart, width="stretch")
-                st.caption("adjusted close; the shaded week is the forecast week")
-            st.markdown("**Posts the view was built from**")
-            if card.texts:
-                for t in card.texts:
-                    st.markdown(f"> {md_escape(t.text[:240])}")
-                    st.caption(f"{t.published_at:%Y-%m-%d %H:%M} UTC")
-            else:
-                st.caption("No posts: this view rests on prices alone.")
+            show_price_week(store, f)
+            show_posts(card.texts)

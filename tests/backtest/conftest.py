@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +44,7 @@ def write_views(factory: sessionmaker[Session], start: date, end: date, seed: in
                     Forecast(
                         forecast_key=f"{seed}-{ticker}-{day}", ticker=ticker, forecast_date=day,
                         as_of=market_calendar.session_close(day), target_start=market_calendar.next_session_after(day),
-                        target_end=day, model_version_id=version.id, prompt_hash="p" * 64, prompt_text="prompt",
+                        target_end=market_calendar.session_on_or_before(day + timedelta(days=7)), model_version_id=version.id, prompt_hash="p" * 64, prompt_text="prompt",
                         raw_text="text", parse_status="unparsed" if unparsed else "ok",
                         direction=None if unparsed else ("up" if rng.random() < 0.6 else "down"),
                         bin_low=None if unparsed else float(low), bin_high=None if unparsed or low == 5 else float(low + 1),

@@ -4,7 +4,7 @@ shared views, and the environment that points the app at all of it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -70,13 +70,21 @@ def make_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Pa
                 text = VIEW_TEXT.format(prediction=f"{direction.title()} by {low}-{low + 1}%")
                 session.add(Forecast(
                     forecast_key=f"{ticker}-{day}", ticker=ticker, forecast_date=day, as_of=market_calendar.session_close(day),
-                    target_start=market_calendar.next_session_after(day), target_end=day, model_version_id=version.id,
+                    target_start=market_calendar.next_session_after(day), target_end=market_calendar.session_on_or_before(day + timedelta(days=7)), model_version_id=version.id,
                     prompt_hash=f"p-{ticker}-{day}", prompt_text="prompt", prompt_messages=[{"role": "user", "content": "p"}],
                     raw_text=text, parse_status="ok", direction=direction, bin_low=float(low), bin_high=float(low + 1),
                     decoding={"mode": "greedy"}, seed=0, candidate_index=0, group_key=f"g-{ticker}-{day}",
                 ))
         version_id = version.id
     return DashEnv(factory, data_dir, version_id)
+
+
+@pytest.fixture(autouse=True)
+def _no_background_jobs_from_other_tests() -> None:
+    """The dashboard's job registry lives for the server process; each test is a fresh server (user ids repeat)."""
+    from dashboard import background
+
+    background._registry.clear()
 
 
 @pytest.fixture

@@ -81,6 +81,7 @@ def test_every_page_renders_in_chromium_and_an_ab_choice_is_stored(
     dash = make_env(tmp_path, monkeypatch, tiny_model_dir)
     with session_scope(dash.factory) as session:
         save_profile(session, "ann", ARCHETYPES["moderate"])
+        save_profile(session, "bob", ARCHETYPES["aggressive"])  # the second user every page is shot for
         session.add(User(name="abe"))  # sorts first, so the selector starts on abe and choosing ann is a real change
     ids = add_candidates(dash.factory, ["Up by 1-2%", "Down by 2-3%"], day=date(2014, 5, 9))
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -108,6 +109,13 @@ def test_every_page_renders_in_chromium_and_an_ab_choice_is_stored(
                     browser.wait_for(driver, lambda d: "No pair waiting" in browser.main_text(d), RENDER_S, "the answered pair to go")
                     assert not browser.exceptions(driver), browser.exceptions(driver)
                     browser.screenshot(driver, SCREENSHOTS / "feedback-saved.png")
+            browser.select_user(driver, "bob", RENDER_S)
+            for label, path, title in browser.PAGES:
+                browser.click_nav(driver, label, title, RENDER_S)
+                assert not browser.exceptions(driver), browser.exceptions(driver)
+                if path == "profile":
+                    assert browser.page_title(driver) == "Risk profile — bob"
+                browser.screenshot(driver, SCREENSHOTS / f"{path}-bob.png")
         except BaseException:
             driver.save_screenshot(str(SCREENSHOTS / "failure.png"))
             print(f"--- page\n{browser.diagnose(driver)}\n--- streamlit log\n{server.log_tail()}")

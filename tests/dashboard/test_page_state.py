@@ -8,9 +8,10 @@ from datetime import date
 
 from sqlalchemy import func, select
 
+from dashboard import background
 from db.models import Forecast, Preference, RiskProfile, User
 from rlhf.profiles import ARCHETYPES
-from tests.dashboard.test_pages import app, as_user, assert_clean, texts, with_user
+from tests.dashboard.test_pages import app, as_user, assert_clean, texts, wait_for_text, with_user
 from tests.rlhf.conftest import add_candidates
 
 
@@ -137,7 +138,7 @@ def test_after_a_confirmed_rebalance_the_page_shows_the_new_account(dash, monkey
     at.button(key="dry_run").click().run()
     assert_clean(at)
     plan = at.dataframe[-1].value if at.dataframe else None
-    assert plan is not None and "part" in plan.columns
+    assert plan is not None and "Part" in plan.columns
     assert not plan.duplicated().any(), "each slice of one order is its own row, told apart by its part"
     at.button(key="confirm").click().run()
     assert_clean(at)
@@ -184,7 +185,7 @@ def test_model_text_on_the_views_page_is_shown_literally(dash) -> None:
     assert not any(getattr(m, "allow_html", False) for m in at.markdown), "no markdown element renders raw HTML"
 
 
-def test_making_an_ab_pair_says_what_it_does_and_how_long_it_took(dash) -> None:
+def test_making_an_ab_pair_runs_off_the_page_and_says_how_long_it_took(dash) -> None:
     with_user(dash)
     at = as_user(app(), "ann")
     at.switch_page("app_pages/feedback.py").run()
@@ -193,10 +194,14 @@ def test_making_an_ab_pair_says_what_it_does_and_how_long_it_took(dash) -> None:
     at.date_input(key="pair_date").set_value(date(2014, 5, 9))
     at.button(key="make_pair").click().run()
     assert_clean(at)
-    shown = texts(at)
-    assert "Two new candidate views of AAA for 2014-05-09 are waiting below" in shown, shown
+    shown = wait_for_text(at, "Two new candidate views of AAA for 2014-05-09 are waiting above")
     assert "View A" in shown and "View B" in shown
-    assert at.session_state["pair_seconds"] > 0
+    with dash.factory() as session:
+        ann = session.scalar(select(User).where(User.name == "ann"))
+        assert background.current(ann.id, "pair").expected_s is None  # the first pair had no estimate
+        assert session.scalar(select(func.count()).select_from(Forecast).where(Forecast.user_id == ann.id)) == 2
+
+
 
 
 def test_developer_details_sit_in_an_expander(dash) -> None:
@@ -224,3 +229,14 @@ def test_the_profile_is_explained_in_plain_words_with_leverage_flagged(dash) -> 
     assert all(line in shown for line in lines), lines
     assert "could lose about 49%" in shown, "1.645 x the aggressive profile's 30% target volatility"
     assert params.max_gross > 1.0 and "That is leverage" in shown
+
+
+def test_feedback_shows_what_a_pair_was_built_from_without_hindsight(dash) -> None:
+    with_user(dash)
+    add_candidates(dash.factory, ["Up by 1-2%", "Down by 2-3%"], day=date(2014, 5, 9))
+    at = as_user(app(), "ann")
+    at.switch_page("app_pages/feedback.py").run()
+    assert_clean(at)
+    assert any("What both views were built from: AAA's prices and posts up to 2014-05-09" in e.label for e in at.expander)
+    assert "adjusted close up to the decision on 2014-05-09 (what the views saw; what came next is not shown)" in texts(at)
+    assert "Posts the view was built from" in texts(at)

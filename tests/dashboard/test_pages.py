@@ -3,6 +3,7 @@ database, missing profiles, broker errors, and user isolation."""
 
 from __future__ import annotations
 
+import time
 from datetime import date
 
 import pytest
@@ -32,6 +33,19 @@ def as_user(at: AppTest, name: str) -> AppTest:
 def texts(at: AppTest) -> str:
     parts = [e.value for kind in ("title", "markdown", "caption", "info", "warning", "error", "success", "subheader") for e in getattr(at, kind)]
     return "\n".join(str(p) for p in parts)
+
+
+def wait_for_text(at: AppTest, text: str, timeout_s: float = 60) -> str:
+    """Rerun the page until ``text`` shows (a background job finishing), as the page's poll does."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        shown = texts(at)
+        if text in shown:
+            return shown
+        assert time.monotonic() < deadline, f"{text!r} never showed:\n{shown}"
+        time.sleep(0.2)
+        at.run()
+        assert_clean(at)
 
 
 def assert_clean(at: AppTest) -> None:
@@ -93,6 +107,7 @@ def test_views_page_shows_cards_and_generates_new_views(dash) -> None:
     at.date_input(key="gen_date").set_value(date(2014, 5, 9))
     at.button(key="generate").click().run()
     assert_clean(at)
+    wait_for_text(at, "Wrote 1 views for 2014-05-09")
     with dash.factory() as session:
         ann = session.scalar(select(User).where(User.name == "ann"))
         assert session.scalar(select(func.count()).select_from(Forecast).where(Forecast.user_id == ann.id)) == 1
@@ -155,7 +170,9 @@ def test_backtest_page_runs_and_stores_and_reports_bad_periods(dash) -> None:
     at.date_input(key="bt_end").set_value(date(2014, 7, 31))
     at.button(key="bt_run").click().run()
     assert_clean(at)
-    assert "Equity (start = 1)" in texts(at) and "Metrics" in texts(at)
+    assert "Growth of $1" in texts(at) and "Metrics" in texts(at)
+    metrics = at.dataframe[0].value
+    assert {"Strategy", "Total return", "Max drawdown", "Sharpe"} <= set(metrics.columns), "human column names"
     with dash.factory() as session:
         assert session.scalar(select(func.count()).select_from(BacktestRun).where(BacktestRun.strategy == "views")) == 1
     at.date_input(key="bt_start").set_value(date(2016, 1, 4))
@@ -202,7 +219,7 @@ def test_models_page_activates_and_rolls_back(dash) -> None:
     at = as_user(app(), "ann")
     at.switch_page("app_pages/models.py").run()
     assert_clean(at)
-    assert "tiny-sft" in at.dataframe[0].value["name"].tolist()
+    assert "tiny-sft" in at.dataframe[0].value["Name"].tolist()
     at.button(key="rollback").click().run()
     assert "nothing to roll back" in texts(at)
     at.selectbox(key="version_choice").set_value(dash.sft_version)

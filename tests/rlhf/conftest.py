@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -46,7 +46,8 @@ def add_candidates(factory, predictions: list[str], *, owner: str | None = None,
         for k, prediction in enumerate(predictions):
             row = Forecast(
                 forecast_key=f"{group}-{k}", ticker=ticker, forecast_date=day, as_of=market_calendar.session_close(day),
-                target_start=market_calendar.next_session_after(day), target_end=day, model_version_id=version.id, user_id=user_id,
+                target_start=market_calendar.next_session_after(day), target_end=market_calendar.session_on_or_before(day + timedelta(days=7)),
+                model_version_id=version.id, user_id=user_id,
                 prompt_hash=f"hash-{group}", prompt_text="prompt", prompt_messages=MESSAGES, raw_text=VIEW_TEXT.format(prediction=prediction),
                 parse_status="ok", decoding={"mode": "sample"}, seed=1, candidate_index=k, group_key=group,
             )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -221,7 +221,8 @@ def test_sampled_candidates_never_replace_the_greedy_view(rlhf_db) -> None:
         candidate.parse_status = "unparsed"
         greedy = Forecast(
             forecast_key="greedy-AAA", ticker="AAA", forecast_date=day, as_of=market_calendar.session_close(day),
-            target_start=market_calendar.next_session_after(day), target_end=day, model_version_id=candidate.model_version_id,
+            target_start=market_calendar.next_session_after(day), target_end=market_calendar.session_on_or_before(day + timedelta(days=7)),
+            model_version_id=candidate.model_version_id,
             user_id=None, prompt_hash="hash-greedy", prompt_text="prompt", raw_text=VIEW_TEXT.format(prediction="Down by 0-1%"),
             parse_status="ok", direction="down", bin_low=0, bin_high=1, decoding={"mode": "greedy"}, seed=0, candidate_index=0,
             group_key="greedy",
