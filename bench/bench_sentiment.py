@@ -6,7 +6,7 @@ process after the model is loaded (load time reported apart). Also prints the TF
 of both and how many of the 1,000 posts change label between the two scorers.
 
 Run: .venv/bin/python bench/bench_sentiment.py [--posts 1000] [--adapter DIR]
-Needs a trained sentiment adapter (``advisor sentiment train``) unless --adapter names one.
+Uses the newest adapter trained into --model-dir, else the shipped one, unless --adapter names another.
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shlex
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,7 +25,9 @@ from advisor.forecaster.sentiment_lora import (
     SentimentDataError,
     SentimentTrainOptions,
     adapter_max_tokens,
+    check_base,
     evaluate_classifier,
+    export_sentiment_adapter,
     find_sentiment_adapter,
     read_labelled,
     train_sentiment_adapter,
@@ -49,6 +54,7 @@ def train(
     lora_r: int = typer.Option(16, min=1),
     max_examples: int | None = typer.Option(None, min=8, help="Train on the first N shuffled rows only (a quick run)."),
     out: Path | None = typer.Option(None, "--out", help="Adapter folder (default: <model dir>/adapters/sentiment-lora-<time>)."),
+    export: Path | None = typer.Option(None, "--export", help="Also write it as a shippable folder (bf16 weights, TRAINING.md) and print its pins."),
 ) -> None:
     """Train the sentiment adapter on TFNS's training split and evaluate it on its validation split."""
     rt = runtime(ctx)
@@ -60,6 +66,10 @@ def train(
     metrics = train_sentiment_adapter(folder, model_dir, options, out, log=lambda line: console.print(escape(line)))
     _report(metrics["validation"], evaluate_on_valid(folder))
     console.print(f"adapter saved to {escape(str(out))}")
+    if export is not None:
+        pins = export_sentiment_adapter(out, export, command="advisor " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+        console.print(f"exported to {escape(str(export))}; pins for SHIPPED_FILES in advisor/forecaster/sentiment_lora.py:", soft_wrap=True)
+        console.print(json.dumps(pins, indent=4), soft_wrap=True, markup=False)
 
 
 @app.command("score")
@@ -69,7 +79,7 @@ def score(
     csv: Path | None = typer.Option(None, "--csv", help="Score every row of a CSV instead."),
     text_column: str = typer.Option("text", "--text-column", help="The CSV column holding the posts."),
     out: Path | None = typer.Option(None, "--out", help="Where to write the scored CSV (default: <csv>.scored.csv)."),
-    adapter: Path | None = typer.Option(None, "--adapter", help="A sentiment adapter folder (default: the newest trained one)."),
+    adapter: Path | None = typer.Option(None, "--adapter", help="A sentiment adapter folder (default: the newest trained one, else the shipped one)."),
 ) -> None:
     """Score one post, or a CSV's posts (adds label, p_bearish, p_bullish, p_neutral)."""
     rt = runtime(ctx)
@@ -90,7 +100,9 @@ def score(
     if folder is None:
         raise AdvisorError("no sentiment adapter yet: run 'advisor sentiment train' (or pass --adapter DIR)")
     max_tokens = adapter_max_tokens(folder)
-    classifier = SentimentClassifier.load(resolve_model_path(rt.settings.base_model, model_dir), folder, max_tokens=max_tokens)
+    base_path = resolve_model_path(rt.settings.base_model, model_dir)
+    check_base(folder, base_path, model_dir)
+    classifier = SentimentClassifier.load(base_path, folder, max_tokens=max_tokens)
     if text is not None:
         probs = classifier.probabilities([text])[0]
         label = int(probs.argmax())
@@ -131,7 +143,9 @@ def evaluate(
         frame = read_labelled(path)
     except SentimentDataError as exc:
         raise AdvisorError(str(exc)) from exc
-    classifier = SentimentClassifier.load(resolve_model_path(rt.settings.base_model, model_dir), folder, max_tokens=adapter_max_tokens(folder))
+    base_path = resolve_model_path(rt.settings.base_model, model_dir)
+    check_base(folder, base_path, model_dir)
+    classifier = SentimentClassifier.load(base_path, folder, max_tokens=adapter_max_tokens(folder))
     _report(evaluate_classifier(classifier.predict, frame), evaluate_on_valid(tfns) if tfns and csv is None else None)
 
 

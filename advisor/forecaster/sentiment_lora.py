@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import resource
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence, Sized
@@ -29,15 +30,24 @@ import pandas as pd
 from advisor.data.textselect import clean_for_prompt
 from advisor.errors import AdvisorError
 from advisor.forecaster.loading import resolve_device_dtype
-from advisor.forecaster.modelstore import fingerprint, resolve_model_path
+from advisor.forecaster.modelstore import fingerprint, resolve_model_path, sha256_file
 from advisor.forecaster.sentiment import BEARISH, BULLISH, LABELS, NEUTRAL
+from advisor.forecaster.shipped import shipped_adapter
 
 # transformers' model code reads its own deprecated gradient-checkpointing name on load and merge; nothing a user can act on.
 warnings.filterwarnings("ignore", message=r".*`(is_)?gradient_checkpointing` is deprecated", category=FutureWarning)
 
 LABEL_NAMES = {BEARISH: "bearish", BULLISH: "bullish", NEUTRAL: "neutral"}
+WEIGHTS_FILE = "adapter_model.safetensors"
 KIND = "sentiment-lora"
 META_FILE = "advisor-sentiment.json"
+# The adapter that ships with the project (made by `advisor sentiment train --export`), each file pinned by SHA-256.
+SHIPPED_DIR = Path(__file__).resolve().parent / "shipped" / "sentiment-default"
+SHIPPED_FILES: dict[str, str] = {
+    "adapter_config.json": "69398400157afd7edbaf2ea76cbd92f8ca43942acf69fbfa33cdd4e181268ff6",
+    "adapter_model.safetensors": "4f334017deae27934c0e53eda922b0985165e8c01985f1c9e5cf30f1789147dd",
+    "advisor-sentiment.json": "e22f2db78871b19b284726a0a4eaeefe961b545b520917e1908156eb77abe4c2",
+}
 # TFNS weighted F1 as published (FinGPT's sentiment benchmark table); shown beside ours, never re-run here.
 PUBLISHED_WEIGHTED_F1 = {"FinGPT v3.3 (Llama-2-13B + LoRA), published": 0.903, "GPT-4, published": 0.808, "FinBERT, published": 0.733}
 
@@ -235,10 +245,60 @@ def _tokenizer(auto_tokenizer: Any, base_path: Path) -> Any:
     return tokenizer
 
 
-def find_sentiment_adapter(model_dir: Path) -> Path | None:
-    """The newest sentiment adapter trained into ``model_dir`` (None: none yet)."""
+def find_sentiment_adapter(model_dir: Path, *, shipped_dir: Path | None = None, pins: dict[str, str] | None = None) -> Path | None:
+    """The newest sentiment adapter trained into ``model_dir``, else the shipped one (its pins checked; a
+    changed file is refused with :class:`~advisor.forecaster.shipped.ShippedAdapterError`), else None."""
     found = sorted((model_dir / "adapters").glob(f"{KIND}-*/{META_FILE}"), key=lambda p: p.stat().st_mtime)
-    return found[-1].parent if found else None
+    if found:
+        return found[-1].parent
+    directory, pins = shipped_dir or SHIPPED_DIR, SHIPPED_FILES if pins is None else pins
+    if pins and (directory / WEIGHTS_FILE).is_file():
+        return shipped_adapter(directory, pins)
+    return None
+
+
+def check_base(adapter_path: Path, base_path: Path, model_dir: Path) -> None:
+    """Refuse a sentiment adapter recorded as trained on another base model."""
+    try:
+        meta = json.loads((adapter_path / META_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise AdvisorError(f"{adapter_path} is not a sentiment adapter (no readable {META_FILE}): {exc}") from exc
+    expected = meta.get("base_fingerprint")
+    if expected and expected != fingerprint(base_path, cache_dir=model_dir):
+        raise AdvisorError(f"the sentiment adapter {adapter_path} was trained on {meta.get('base_model', 'another base')}, not on {base_path.name}")
+
+
+def export_sentiment_adapter(adapter: Path, target: Path, *, command: str) -> dict[str, str]:
+    """Write ``adapter`` as a shippable directory (weights in bfloat16, meta, TRAINING.md); the pins for :data:`SHIPPED_FILES`."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    target.mkdir(parents=True, exist_ok=True)
+    for stale in target.iterdir():
+        if stale.is_file():
+            stale.unlink()
+    tensors = {name: t.to(torch.bfloat16).contiguous() for name, t in load_file(str(adapter / WEIGHTS_FILE)).items()}
+    save_file(tensors, str(target / WEIGHTS_FILE), metadata={"format": "pt"})
+    shutil.copy(adapter / "adapter_config.json", target / "adapter_config.json")
+    meta = json.loads((adapter / META_FILE).read_text())
+    meta["command"] = command
+    (target / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    (target / "TRAINING.md").write_text(_training_card(command, meta.get("metrics", {})))
+    return {name: sha256_file(target / name) for name in ("adapter_config.json", WEIGHTS_FILE, META_FILE)}
+
+
+def _training_card(command: str, metrics: dict[str, Any]) -> str:
+    valid = metrics.get("validation", {})
+    lines = ["# The shipped sentiment adapter (sentiment-default)", "", "Reproduce (from the repository root, after `make install`):", "",
+             f"    {command}", "", "Training on another CPU gives an adapter of the same quality but not the same bytes; the pins in",
+             "advisor/forecaster/sentiment_lora.py are those of this one. Weights are stored in bfloat16.", "", "## Training", ""]
+    lines += [f"- {key}: {metrics[key]}" for key in ("examples", "steps", "train_seconds", "seconds_per_step", "train_loss", "bf16", "options") if key in metrics]
+    lines += ["", "## TFNS validation", "", f"- n: {valid.get('n')}", f"- weighted F1: {valid.get('weighted_f1', 0):.4f}",
+              f"- accuracy: {valid.get('accuracy', 0):.4f}", f"- per-class F1: {valid.get('f1')}",
+              f"- confusion (rows true, columns predicted; bearish, bullish, neutral): {valid.get('confusion')}",
+              "", "## Loss curve", "", "| step | loss |", "|---|---|"]
+    lines += [f"| {step} | {loss:.4f} |" for step, loss in metrics.get("loss_curve", [])]
+    return "\n".join(lines) + "\n"
 
 
 def adapter_max_tokens(adapter_path: Path) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from advisor.forecaster import sentiment_lora
 from advisor.forecaster.sentiment_lora import (
     SentimentClassifier,
     SentimentDataError,
@@ -17,6 +18,7 @@ from advisor.forecaster.sentiment_lora import (
     read_labelled,
     train_sentiment_adapter,
 )
+from advisor.forecaster.shipped import ShippedAdapterError
 from tests.advisor.test_cli_data import run_cli
 
 PHRASES = {
@@ -67,8 +69,13 @@ def test_the_cli_scores_a_post_and_a_csv_and_explains_bad_input(tfns: Path, tiny
     def cli(*args: str) -> tuple[int, str, str]:
         return run_cli(monkeypatch, capsys, "--model-dir", str(models), "--db-url", f"sqlite:///{tmp_path / 'x.db'}", *args)
 
-    code, _, err = cli("sentiment", "score", "shares surge")
+    with monkeypatch.context() as nothing_shipped:
+        nothing_shipped.setattr(sentiment_lora, "SHIPPED_FILES", {})
+        code, _, err = cli("sentiment", "score", "shares surge")
     assert code == 2 and "no sentiment adapter yet: run 'advisor sentiment train'" in err
+    if sentiment_lora.SHIPPED_FILES:  # the shipped adapter belongs to the default base, not to the tiny one
+        code, _, err = cli("sentiment", "score", "shares surge")
+        assert code == 2 and "was trained on SmolLM2-135M-Instruct, not on tiny-llama" in err
     code, out, _ = cli("sentiment", "train", "--tfns", str(tfns), "--epochs", "1", "--batch-size", "8", "--lora-r", "4")
     assert code == 0 and "naive Bayes (the fallback)" in out and "published, not re-run" in out
     code, out, _ = cli("sentiment", "score", "$AAA beats estimates")
@@ -85,3 +92,26 @@ def test_the_cli_scores_a_post_and_a_csv_and_explains_bad_input(tfns: Path, tiny
     scored = pd.read_csv(tmp_path / "posts.scored.csv")
     assert code == 0 and "scored 3 posts" in out
     assert list(scored.columns) == ["body", "label", "p_bearish", "p_bullish", "p_neutral"] and len(scored) == 3
+
+
+def test_an_exported_adapter_is_pinned_found_when_none_is_trained_and_refused_when_changed(tfns: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    trained = tmp_path / "trained"
+    options = SentimentTrainOptions(base_model=str(tiny_model_dir), epochs=1, batch_size=8, lora_r=4)
+    train_sentiment_adapter(tfns, tmp_path / "models", options, trained, progress=False, log=lambda _line: None)
+    shipped = tmp_path / "shipped"
+    pins = sentiment_lora.export_sentiment_adapter(trained, shipped, command="advisor sentiment train --export x")
+    assert set(pins) == {"adapter_config.json", "adapter_model.safetensors", "advisor-sentiment.json"}
+    assert "advisor sentiment train --export x" in (shipped / "TRAINING.md").read_text() and "weighted F1" in (shipped / "TRAINING.md").read_text()
+    empty = tmp_path / "no-models"
+    assert find_sentiment_adapter(empty, shipped_dir=shipped, pins=pins) == shipped
+    before = SentimentClassifier.load(tiny_model_dir, trained).predict(["$AAA beats", "$BBB plunges"])
+    assert SentimentClassifier.load(tiny_model_dir, shipped).predict(["$AAA beats", "$BBB plunges"]) == before, "bf16 export scores alike"
+    (shipped / "adapter_config.json").write_text((shipped / "adapter_config.json").read_text().replace('"r": 4', '"r": 5'))
+    with pytest.raises(ShippedAdapterError, match="does not match its pinned SHA-256"):
+        find_sentiment_adapter(empty, shipped_dir=shipped, pins=pins)
+
+
+def test_the_shipped_adapter_matches_its_pins() -> None:
+    if not sentiment_lora.SHIPPED_FILES:
+        pytest.skip("no sentiment adapter ships yet")
+    assert find_sentiment_adapter(Path("/nonexistent"), pins=sentiment_lora.SHIPPED_FILES) == sentiment_lora.SHIPPED_DIR
