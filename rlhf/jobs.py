@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import TrainingRun
+from db.types import utcnow
 
 
 @dataclass(frozen=True)
@@ -48,3 +49,20 @@ def tail(path: Path, lines: int = 20) -> str:
 
 def training_runs(session: Session, user_id: int, limit: int = 10) -> list[TrainingRun]:
     return list(session.scalars(select(TrainingRun).where(TrainingRun.user_id == user_id).order_by(TrainingRun.id.desc()).limit(limit)))
+
+
+def run_estimate(runs: list[TrainingRun], now: datetime | None = None) -> str | None:
+    """For the newest run while it is still running: how long it has run and, from the last finished run
+    of the same kind, about how long is left (None when nothing is running)."""
+    if not runs or runs[0].status != "running":
+        return None
+    current = runs[0]
+    now = now or utcnow()
+    elapsed = (now - current.started_at).total_seconds()
+    said = f"The {current.kind} run has been going for {elapsed / 60:.0f} min"
+    earlier = next((r for r in runs[1:] if r.kind == current.kind and r.status == "succeeded" and r.finished_at is not None), None)
+    if earlier is None:
+        return said + " (no earlier run of this kind to estimate from)."
+    took = (earlier.finished_at - earlier.started_at).total_seconds()  # type: ignore[operator]
+    left = max(0.0, took - elapsed)
+    return said + f"; the last one took {took / 60:.0f} min, so about {left / 60:.0f} min are left" + (" (it is taking longer this time)." if took < elapsed else ".")

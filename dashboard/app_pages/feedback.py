@@ -144,6 +144,9 @@ def progress() -> None:
                  "error": r.error or ""} for r in runs]
     if rows:
         st.dataframe(pd.DataFrame(rows), hide_index=True)
+        estimate = jobs.run_estimate(runs)
+        if estimate:
+            st.caption(estimate)
         latest = rows[0]
         if latest["status"] == "failed":
             st.error(f"The latest run ({latest['kind']}, run {latest['run']}) failed: {latest['error']}. Your active model is unchanged.")
