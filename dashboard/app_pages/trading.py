@@ -83,7 +83,7 @@ with rt.session() as session:
     status = account_status(session, user.id, broker.name)
     history = equity_history(session, user.id, broker.name, until=broker.clock())
 st.subheader("Bot")
-st.write(f"status **{status.bot_status}**" + (" — **kill switch on**" if status.kill_requested else "") + f"; last decision week {status.last_decision_week}")
+st.write(f"status **{status.bot_status}**" + (" — **kill switch on**" if status.kill_requested else "") + f"; last decision week {status.last_decision_week or 'none yet'}")
 k1, k2 = st.columns(2)
 if k1.button("Kill switch: cancel open orders and stop", type="primary", key="kill"):
     try:
