@@ -45,9 +45,8 @@ def main() -> None:
 
     from advisor.config import DEFAULT_BASE_MODEL
     from advisor.forecaster.loading import cpu_has_native_bf16
-    from advisor.forecaster.modelstore import resolve_model_path
     from advisor.forecaster.sentiment import find_tfns, load_scorer
-    from advisor.forecaster.sentiment_lora import LABEL_NAMES, SentimentClassifier, adapter_max_tokens, find_sentiment_adapter
+    from advisor.forecaster.sentiment_lora import LABEL_NAMES, find_sentiment_adapter, load_classifier
 
     adapter = args.adapter or find_sentiment_adapter(args.model_dir)
     if adapter is None:
@@ -62,7 +61,7 @@ def main() -> None:
     nb_s = time.perf_counter() - started
 
     started = time.perf_counter()
-    classifier = SentimentClassifier.load(resolve_model_path(DEFAULT_BASE_MODEL, args.model_dir), adapter, max_tokens=adapter_max_tokens(adapter))
+    classifier, _ = load_classifier(DEFAULT_BASE_MODEL, args.model_dir, adapter)
     load_s = time.perf_counter() - started
     classifier.predict(posts[:16])  # first-call setup, not part of the rate
     started = time.perf_counter()

@@ -15,20 +15,16 @@ from rich.table import Table
 
 from advisor.cli.common import console, runtime
 from advisor.errors import AdvisorError
-from advisor.forecaster.modelstore import resolve_model_path
 from advisor.forecaster.sentiment import evaluate_on_valid, find_tfns
 from advisor.forecaster.sentiment_lora import (
     KIND,
     LABEL_NAMES,
     PUBLISHED_WEIGHTED_F1,
-    SentimentClassifier,
-    SentimentDataError,
     SentimentTrainOptions,
-    adapter_max_tokens,
-    check_base,
+    clean_post,
     evaluate_classifier,
     export_sentiment_adapter,
-    find_sentiment_adapter,
+    load_classifier,
     read_labelled,
     train_sentiment_adapter,
 )
@@ -51,7 +47,7 @@ def train(
     epochs: float = typer.Option(2.0, min=0.01, help="Passes over the training split."),
     batch_size: int = typer.Option(32, min=1),
     learning_rate: float = typer.Option(5e-4, min=1e-7),
-    lora_r: int = typer.Option(16, min=1),
+    lora_r: int = typer.Option(8, min=1),
     max_examples: int | None = typer.Option(None, min=8, help="Train on the first N shuffled rows only (a quick run)."),
     out: Path | None = typer.Option(None, "--out", help="Adapter folder (default: <model dir>/adapters/sentiment-lora-<time>)."),
     export: Path | None = typer.Option(None, "--export", help="Also write it as a shippable folder (bf16 weights, TRAINING.md) and print its pins."),
@@ -95,19 +91,13 @@ def score(
             raise AdvisorError(f"cannot read {csv}: {exc}") from exc
         if text_column not in frame.columns:
             raise AdvisorError(f"{csv} has no '{text_column}' column (columns: {', '.join(map(str, frame.columns))}); pass --text-column")
-    model_dir = rt.settings.resolved_model_dir
-    folder = adapter or find_sentiment_adapter(model_dir)
-    if folder is None:
-        raise AdvisorError("no sentiment adapter yet: run 'advisor sentiment train' (or pass --adapter DIR)")
-    max_tokens = adapter_max_tokens(folder)
-    base_path = resolve_model_path(rt.settings.base_model, model_dir)
-    check_base(folder, base_path, model_dir)
-    classifier = SentimentClassifier.load(base_path, folder, max_tokens=max_tokens)
+    classifier, _ = load_classifier(rt.settings.base_model, rt.settings.resolved_model_dir, adapter)
+    max_tokens = classifier.max_tokens
     if text is not None:
         probs = classifier.probabilities([text])[0]
         label = int(probs.argmax())
         console.print(f"{LABEL_NAMES[label]} ({float(probs[label]):.0%}): " + ", ".join(f"{LABEL_NAMES[i]} {float(p):.2f}" for i, p in enumerate(probs)))
-        if len(classifier.tokenizer(text)["input_ids"]) > max_tokens:
+        if len(classifier.tokenizer(clean_post(text))["input_ids"]) > max_tokens:
             console.print(f"note: the post is longer than {max_tokens} tokens; only its first {max_tokens} were read")
         return
     assert frame is not None and csv is not None
@@ -131,21 +121,12 @@ def evaluate(
 ) -> None:
     """The adapter beside the naive Bayes baseline and the published figures, on TFNS validation (or --csv)."""
     rt = runtime(ctx)
-    model_dir = rt.settings.resolved_model_dir
-    folder = adapter or find_sentiment_adapter(model_dir)
-    if folder is None:
-        raise AdvisorError("no sentiment adapter yet: run 'advisor sentiment train' (or pass --adapter DIR)")
     tfns = find_tfns(bundle or rt.settings.bundle_dir)
     path = csv or (tfns / "valid.csv" if tfns else None)
     if path is None:
         raise AdvisorError("no labelled data: pass --csv FILE or --bundle (TFNS next to it)")
-    try:
-        frame = read_labelled(path)
-    except SentimentDataError as exc:
-        raise AdvisorError(str(exc)) from exc
-    base_path = resolve_model_path(rt.settings.base_model, model_dir)
-    check_base(folder, base_path, model_dir)
-    classifier = SentimentClassifier.load(base_path, folder, max_tokens=adapter_max_tokens(folder))
+    frame = read_labelled(path)
+    classifier, _ = load_classifier(rt.settings.base_model, rt.settings.resolved_model_dir, adapter)
     _report(evaluate_classifier(classifier.predict, frame), evaluate_on_valid(tfns) if tfns and csv is None else None)
 
 

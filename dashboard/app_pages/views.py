@@ -4,7 +4,7 @@ from datetime import date
 
 import streamlit as st
 
-from advisor.data.store import SqlMarketStore
+from advisor.data.store import PreloadedMarketStore, SqlMarketStore
 from advisor.forecaster.checker import ViewCheck
 from advisor.forecaster.queries import hit_rate, view_cards, view_result, view_weeks
 from advisor.forecaster.service import Personalisation, forecast_tickers
@@ -46,7 +46,7 @@ if not weeks:
 week = st.selectbox("Week (decision date)", weeks, format_func=lambda d: d.isoformat(), key="week")
 with rt.session() as session:
     cards = view_cards(session, user.id, week)
-    store = SqlMarketStore(session)
+    store = PreloadedMarketStore(session)  # each ticker's bars read once: every card's result and hit rate reads them
     names = sorted({c.forecast.ticker for c in cards})
     chosen = st.multiselect("Show tickers", names, default=names, key="show_tickers")
     for card in [c for c in cards if c.forecast.ticker in chosen]:
