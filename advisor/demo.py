@@ -24,7 +24,7 @@ from advisor.data.windows import build_window, format_window, weekly_decision_da
 from advisor.errors import AdvisorError
 from advisor.forecaster.loading import ADAPTER_META, ModelSpec, load_model
 from advisor.forecaster.modelstore import fetch_default_model
-from advisor.forecaster.sentiment import default_scorer, find_tfns, load_scorer, save_default
+from advisor.forecaster.sentiment import baseline_scorer, default_scorer, find_tfns, load_scorer, save_default
 from advisor.forecaster.service import forecast_tickers
 from advisor.forecaster.shipped import SHIPPED_NAME
 from advisor.forecaster.versions import latest_version
@@ -229,7 +229,9 @@ def step_sft(rt: Runtime, options: DemoOptions, plan: DemoPlan, console: Console
         metrics = dict(existing.metrics) if existing else {}
         adapter = Path(existing.adapter_path) if existing and existing.adapter_path else None
     if adapter is None:
-        scorer = load_scorer(find_tfns(options.bundle))
+        scorer = default_scorer()  # the LoRA sentiment classifier where it can be served
+        if scorer.kind == "lexicon":
+            scorer = load_scorer(find_tfns(options.bundle))
         console.print(f"targets use the {scorer.kind} sentiment scorer; {options.sft_steps} steps of batch {options.sft_batch}")
         result = train_sft(
             rt.session_factory, model_dir,
@@ -273,7 +275,7 @@ def step_evaluate(rt: Runtime, options: DemoOptions, plan: DemoPlan, handle: Mod
         models["base_model"] = load_model(ModelSpec(base=rt.settings.base_model), rt.settings.resolved_model_dir)
     report = evaluate(
         rt.session_factory, models, start, end, tickers=options.tickers, title="Demo evaluation (small sample: read the intervals)",
-        scorer=default_scorer(),
+        scorer=baseline_scorer(),  # the logistic baseline's sentiment feature (naive Bayes)
     )
     paths = write_report(report, rt.settings.data_dir / "reports", "demo-eval-weekly")
     console.print(to_markdown(report).split("## Per ticker")[0], markup=False, highlight=False, soft_wrap=True)

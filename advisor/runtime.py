@@ -20,6 +20,7 @@ from advisor.config import Settings
 from advisor.errors import ConfigError
 from advisor.forecaster.backends import configure
 from advisor.forecaster.sentiment import configure_default
+from advisor.forecaster.tone import ClassifierScorer, classifier_scorer
 from db.engine import make_engine, make_session_factory, session_scope
 from db.locks import exclusive
 from db.migrate import current_revision, head_revision, upgrade
@@ -32,7 +33,15 @@ class Runtime:
 
     def __post_init__(self) -> None:
         configure(self.settings.inference)
-        configure_default(self.settings.bundle_dir, self.settings.resolved_model_dir)
+        configure_default(self.settings.bundle_dir, self.settings.resolved_model_dir, self._post_classifier)
+
+    def _post_classifier(self) -> ClassifierScorer | None:
+        """The LoRA sentiment classifier, its readings cached in this runtime's database (see advisor.forecaster.tone)."""
+        try:
+            factory = self.session_factory
+        except ConfigError:
+            factory = None
+        return classifier_scorer(self.settings.resolved_model_dir, self.settings.base_model, factory)
 
     @property
     def database_label(self) -> str:

@@ -128,7 +128,8 @@ else:
         started = time.perf_counter()
         engine_for(handle.base)._weights_for(engine_adapter(handle))
         result["adapter_first_use_s"] = round(time.perf_counter() - started, 2)
-    # grounded, as the product decodes: the windows again from the database, the same scorer as the views
+    # grounded, as the product decodes: the windows again from the database, the posts' tone read as the views
+    # read it (the LoRA sentiment classifier where it can be served, else naive Bayes), before the clock starts
     from datetime import date
     from advisor.data.store import PreloadedMarketStore
     from advisor.forecaster.grounding import grounding_for
@@ -136,7 +137,8 @@ else:
     from advisor.forecaster.sentiment import find_tfns, load_scorer
     from advisor.forecaster.service import WindowConfig
     from db.engine import make_engine, make_session_factory
-    scorer = load_scorer(find_tfns(Path(spec["bundle"])))
+    from advisor.forecaster.tone import classifier_scorer
+    scorer = classifier_scorer(Path(spec["model_dir"])) or load_scorer(find_tfns(Path(spec["bundle"])))
     groundings = []
     with make_session_factory(make_engine("sqlite:///" + spec["db"]))() as session:
         store = PreloadedMarketStore(session)
@@ -144,6 +146,7 @@ else:
             window = WindowConfig().build(store, item["ticker"], date.fromisoformat(item["date"]))
             prompt = build_prompt(window, handle.tokenizer, PromptConfig())
             assert prompt.hash == item["hash"]
+            scorer.prepare(t.text for week in window.weeks for t in week.texts if t.id in set(prompt.text_item_ids))
             groundings.append(grounding_for(window, scorer, prompt.text_item_ids, PromptConfig().max_text_chars))
     split = {"prefill_s": 0.0, "decode_s": 0.0, "decode_passes": 0}
     if spec["path"] == "engine":

@@ -38,12 +38,18 @@ def show_price_week(store: MarketStore, forecast: Forecast, *, with_outcome: boo
     st.caption("adjusted close; the shaded week is the forecast week")
 
 
-def show_posts(texts: tuple[TextItem, ...]) -> None:
+TONE_WORDS = {1: "upbeat", -1: "worried", 0: "neutral"}
+
+
+def show_posts(texts: tuple[TextItem, ...], tones: dict[str, int] | None = None) -> None:
     """The posts the prompt quoted, as it quoted them (links removed, entities decoded; spam never reaches a
-    prompt), escaped: posts are data, never markup."""
+    prompt), escaped: posts are data, never markup. ``tones``: the sentiment classifier's stored readings
+    (post text -> -1/0/+1), shown beside each post it has read."""
     st.markdown("**Posts the view was built from**")
     if not texts:
         st.caption("No posts: this view rests on prices alone.")
     for t in texts:
         st.markdown(f"> {md_escape(clean_for_prompt(t.text)[:240])}")
-        st.caption(f"{t.published_at:%Y-%m-%d %H:%M} UTC")
+        tone = (tones or {}).get(t.text)
+        read = f" · read as {TONE_WORDS[tone]} by the sentiment classifier" if tone is not None else ""
+        st.caption(f"{t.published_at:%Y-%m-%d %H:%M} UTC{read}")

@@ -1,7 +1,7 @@
 """SQLAlchemy 2.0 typed ORM for the whole product.
 
 Groups, in the order data flows:
-  market data     Company, DailyBar, TextItem, Fundamental
+  market data     Company, DailyBar, TextItem, Fundamental, PostTone (a classifier's cached reading of a post)
   people          User, RiskProfile (versioned per user)
   models          ModelVersion (base + adapter hash), ModelActivation (a user's active version, history)
   forecasts       Forecast (one generated view with everything needed to reproduce it)
@@ -135,6 +135,22 @@ class Fundamental(Base):
     available_at: Mapped[datetime] = mapped_column()
     source: Mapped[str] = mapped_column(String(32))
     imported_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PostTone(Base):
+    """A post's tone as one sentiment classifier read it, cached (scoring a post costs a model pass).
+
+    Keyed by the classifier (``scorer_key``: the sentiment adapter's content hash) and the post's
+    cleaned text (``text_hash``: SHA-256, first 32 hex digits), so the same text from any source or
+    ticker is scored once, and a new adapter version scores afresh.
+    """
+
+    __tablename__ = "post_tones"
+
+    scorer_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    text_hash: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tone: Mapped[int] = mapped_column(Integer)  # -1 bearish / worried, 0 neutral, +1 bullish / upbeat
+    scored_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 # --------------------------------------------------------------------------------------------------

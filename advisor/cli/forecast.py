@@ -18,7 +18,7 @@ from advisor.data.store import SqlMarketStore
 from advisor.forecaster.generation import Decoding
 from advisor.forecaster.loading import ModelSpec, load_model
 from advisor.forecaster.modelstore import fetch_default_model
-from advisor.forecaster.sentiment import default_scorer, find_tfns, load_scorer
+from advisor.forecaster.sentiment import baseline_scorer, default_scorer, find_tfns, load_scorer
 from advisor.forecaster.service import Personalisation, WindowConfig, forecast_tickers
 from advisor.forecaster.shipped import export_adapter
 from advisor.forecaster.stocknet import STOCKNET_PUBLISHED
@@ -215,7 +215,9 @@ def train_sft_command(
         window=WindowConfig.daily() if daily else WindowConfig(),
         detach_prompt=detach_prompt, logging_steps=logging_steps,
     )
-    scorer = load_scorer(find_tfns(bundle)) if bundle is not None else default_scorer()
+    scorer = default_scorer()  # the LoRA sentiment classifier where it can be served
+    if scorer.kind == "lexicon" and bundle is not None:
+        scorer = load_scorer(find_tfns(bundle))
     if scorer.kind == "lexicon":
         console.print("[yellow]targets use the small lexicon sentiment scorer: the TFNS set was not found next to a bundle "
                       "(pass --bundle DIR or set ADVISOR_BUNDLE_DIR to use the naive Bayes scorer trained on it)[/yellow]")
@@ -274,7 +276,7 @@ def eval_forecasts_command(
         tickers=parse_tickers(tickers) if tickers else None, max_windows=max_windows, seed=seed,
         window_config=WindowConfig.daily() if daily else WindowConfig(),
         title="Daily movement evaluation (stocknet protocol)" if daily else "Weekly forecast evaluation",
-        scorer=default_scorer(),
+        scorer=baseline_scorer(),  # the logistic baseline's sentiment feature: naive Bayes, so the baseline stays free of LLMs
         decoding=Decoding(grounded=grounding),
     )
     report.notes.append(

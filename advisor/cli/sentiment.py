@@ -24,10 +24,10 @@ from advisor.forecaster.sentiment_lora import (
     clean_post,
     evaluate_classifier,
     export_sentiment_adapter,
-    load_classifier,
     read_labelled,
     train_sentiment_adapter,
 )
+from advisor.forecaster.tone import served_classifier
 
 app = typer.Typer(help="Financial sentiment of posts (bearish / bullish / neutral) with the LoRA classifier.", no_args_is_help=True)
 
@@ -48,6 +48,7 @@ def train(
     batch_size: int = typer.Option(32, min=1),
     learning_rate: float = typer.Option(5e-4, min=1e-7),
     lora_r: int = typer.Option(8, min=1),
+    layers: int | None = typer.Option(None, min=1, help="Classify from the first N layers of the base (fewer: faster scoring); default all."),
     max_examples: int | None = typer.Option(None, min=8, help="Train on the first N shuffled rows only (a quick run)."),
     out: Path | None = typer.Option(None, "--out", help="Adapter folder (default: <model dir>/adapters/sentiment-lora-<time>)."),
     export: Path | None = typer.Option(None, "--export", help="Also write it as a shippable folder (bf16 weights, TRAINING.md) and print its pins."),
@@ -58,7 +59,7 @@ def train(
     model_dir = rt.settings.resolved_model_dir
     out = out or model_dir / "adapters" / f"{KIND}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     options = SentimentTrainOptions(base_model=rt.settings.base_model, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                                    lora_r=lora_r, max_examples=max_examples)
+                                    lora_r=lora_r, layers=layers, max_examples=max_examples)
     metrics = train_sentiment_adapter(folder, model_dir, options, out, log=lambda line: console.print(escape(line)))
     _report(metrics["validation"], evaluate_on_valid(folder))
     console.print(f"adapter saved to {escape(str(out))}")
@@ -91,7 +92,7 @@ def score(
             raise AdvisorError(f"cannot read {csv}: {exc}") from exc
         if text_column not in frame.columns:
             raise AdvisorError(f"{csv} has no '{text_column}' column (columns: {', '.join(map(str, frame.columns))}); pass --text-column")
-    classifier, _ = load_classifier(rt.settings.base_model, rt.settings.resolved_model_dir, adapter)
+    classifier, _ = served_classifier(rt.settings.base_model, rt.settings.resolved_model_dir, adapter)
     max_tokens = classifier.max_tokens
     if text is not None:
         probs = classifier.probabilities([text])[0]
@@ -126,7 +127,7 @@ def evaluate(
     if path is None:
         raise AdvisorError("no labelled data: pass --csv FILE or --bundle (TFNS next to it)")
     frame = read_labelled(path)
-    classifier, _ = load_classifier(rt.settings.base_model, rt.settings.resolved_model_dir, adapter)
+    classifier, _ = served_classifier(rt.settings.base_model, rt.settings.resolved_model_dir, adapter)
     _report(evaluate_classifier(classifier.predict, frame), evaluate_on_valid(tfns) if tfns and csv is None else None)
 
 

@@ -17,7 +17,8 @@ Stated facts (each found or not found):
 Contradictions:
   * the same item, quote or period's move listed as a positive and as a concern;
   * a fall (or a post read as worried) listed as a positive development, a rise (or an upbeat post)
-    as a concern;
+    as a concern — with the sentiment classifier given, a quoted post's tone is its reading, and a post
+    it reads as worried that the view calls upbeat (or the reverse) is a contradiction too;
   * an analysis that expects the opposite direction to the prediction line.
 
 **What a failing view may do**: it is stored and shown with the verdict, but it is not a signal — the
@@ -29,6 +30,7 @@ count views both ways (parse rate, and the share that pass the checker).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
@@ -97,6 +99,7 @@ class _Fact:
     sign: int  # +1 rise / upbeat, -1 fall / worried, 0 unknown
     found: bool
     text: str
+    read_as: int = 0  # a quoted post: its tone as the sentiment classifier reads it (0: neutral or not asked)
 
 
 class _Periods:
@@ -109,7 +112,8 @@ class _Periods:
         first, last = window.weeks[0], window.weeks[-1]
         self.trend = (last.end_price / first.start_price - 1.0) * 100.0
         self.unit = "session" if window.horizon is Horizon.DAY else "week"
-        self.posts = [[w.lower() for w in readable_words(t.text)] for week in window.weeks for t in week.texts]
+        self.post_texts = [t.text for week in window.weeks for t in week.texts]
+        self.posts = [[w.lower() for w in readable_words(text)] for text in self.post_texts]
 
     def ago(self, n: int) -> float | None:
         return self.ordered[-n] if 1 <= n <= len(self.ordered) else None
@@ -180,16 +184,20 @@ def _move_facts(text: str, periods: _Periods) -> list[_Fact]:
     return facts
 
 
-def _quote_facts(text: str, periods: _Periods) -> list[_Fact]:
+def _quote_facts(text: str, periods: _Periods, tone: Callable[[str], int] | None = None) -> list[_Fact]:
+    """Quotes and whether a post of the window holds them. With ``tone`` (the sentiment classifier) a found
+    post's tone is read too: it is the quote's sign when the view's wording gives none."""
     facts = []
-    sign = 1 if _UPBEAT_POST.search(text) else -1 if _WORRIED_POST.search(text) else 0
+    stated = 1 if _UPBEAT_POST.search(text) else -1 if _WORRIED_POST.search(text) else 0
     for match in _QUOTE.finditer(text):
         words = [w.lower() for w in readable_words(match.group(1).strip(" .…"))]
         if not words:
             continue
         n = len(words)
-        found = any(post[i : i + n] == words for post in periods.posts for i in range(len(post) - n + 1))
-        facts.append(_Fact("quote " + " ".join(words), sign, found, f'quote "{match.group(1).strip()}"'))
+        source = next((i for i, post in enumerate(periods.posts) if any(post[j : j + n] == words for j in range(len(post) - n + 1))), None)
+        read_as = tone(periods.post_texts[source]) if tone is not None and source is not None else 0
+        sign = stated or read_as
+        facts.append(_Fact("quote " + " ".join(words), sign, source is not None, f'quote "{match.group(1).strip()}"', read_as))
     return facts
 
 
@@ -206,10 +214,10 @@ def _date_facts(text: str, periods: _Periods) -> list[_Fact]:
     return facts
 
 
-def _item_facts(item: str, periods: _Periods) -> list[_Fact]:
+def _item_facts(item: str, periods: _Periods, tone: Callable[[str], int] | None = None) -> list[_Fact]:
     if _NONE_ITEM.match(item):
         return []
-    facts = _quote_facts(item, periods) + _move_facts(item, periods) + _date_facts(item, periods)
+    facts = _quote_facts(item, periods, tone) + _move_facts(item, periods) + _date_facts(item, periods)
     if not facts:
         shown = item if len(item) <= 60 else item[:57] + "..."
         facts.append(_Fact("item " + item.lower(), 0, False, f'"{shown}" cites no move or post of the window'))
@@ -223,22 +231,29 @@ def _expected_direction(analysis: str) -> Direction | None:
     return Direction.UP if match.group("word").lower() in _UP_WORDS else Direction.DOWN
 
 
-def check_view(view: View, window: ForecastWindow) -> ViewCheck:
-    """The verdict for ``view`` against the window it was written from (see module docstring)."""
+def check_view(view: View, window: ForecastWindow, tone: Callable[[str], int] | None = None) -> ViewCheck:
+    """The verdict for ``view`` against the window it was written from (see module docstring).
+
+    ``tone(post text)``: the sentiment classifier's reading (-1/0/+1) of a quoted post, so a post it
+    reads as worried cannot pass as a positive development, nor be called upbeat.
+    """
     periods = _Periods(window)
     result = ViewCheck()
     sides: dict[str, list[_Fact]] = {"positive": [], "concern": []}
     for side, items in (("positive", view.positives), ("concern", view.concerns)):
         for item in items:
-            facts = _item_facts(item, periods)
+            facts = _item_facts(item, periods, tone)
             sides[side].extend(facts)
             for fact in facts:
+                if fact.read_as and fact.sign == -fact.read_as:
+                    called, read = ("upbeat", "worried") if fact.sign > 0 else ("worried", "upbeat")
+                    result.contradictions.append(f"a post the sentiment classifier reads as {read} called {called} ({fact.text})")
                 if fact.sign == (-1 if side == "positive" else 1) and not fact.key.startswith("item"):
                     kind = "a fall" if fact.sign < 0 and fact.key.startswith("move") else "a rise" if fact.key.startswith("move") else (
                         "a worried post" if fact.sign < 0 else "an upbeat post")
                     where = "a positive development" if side == "positive" else "a concern"
                     result.contradictions.append(f"{kind} listed as {where} ({fact.text})")
-    analysis_facts = [f for f in _move_facts(view.analysis, periods) + _quote_facts(view.analysis, periods) + _date_facts(view.analysis, periods)]
+    analysis_facts = [f for f in _move_facts(view.analysis, periods) + _quote_facts(view.analysis, periods, tone) + _date_facts(view.analysis, periods)]
     for fact in sides["positive"] + sides["concern"] + analysis_facts:
         result.stated += 1
         if fact.found:

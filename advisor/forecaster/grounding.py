@@ -40,7 +40,7 @@ from typing import Any
 
 from advisor.data.textselect import readable_quote, readable_words
 from advisor.data.windows import ForecastWindow
-from advisor.forecaster.sentiment import SentimentScorer
+from advisor.forecaster.sentiment import PostScorer
 from advisor.forecaster.targets import NO_CONCERNS, NO_POSITIVES, Factor, analysis_for, window_factors
 from advisor.forecaster.views import CONCERNS_HEADER, MAX_ITEMS, POSITIVES_HEADER, PREDICTION_HEADER
 
@@ -58,7 +58,7 @@ class Grounding:
 
 
 def grounding_for(
-    window: ForecastWindow, scorer: SentimentScorer, shown_ids: Sequence[int] | None = None, max_text_chars: int | None = None
+    window: ForecastWindow, scorer: PostScorer, shown_ids: Sequence[int] | None = None, max_text_chars: int | None = None
 ) -> Grounding:
     """The facts a view of ``window`` may list, restricted to posts the prompt shows.
 

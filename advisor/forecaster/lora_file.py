@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,9 @@ WEIGHTS_FILE = "adapter_model.safetensors"
 CONFIG_FILE = "adapter_config.json"
 # base_model.model.<module path>.lora_A.weight (peft's saved names; an adapter name may sit before .weight)
 _KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<side>[AB])(?:\.[^.]+)?\.weight$")
+# base_model.model.score.weight or base_model.model.score.modules_to_save.<name>.weight: a module saved whole
+_SAVED_KEY = re.compile(r"^base_model\.model\.(?P<module>[^.]+)(?:\.modules_to_save\.[^.]+)?\.(?P<param>weight|bias)$")
+_SEQ_CLS_DEFAULT_SAVED = frozenset({"classifier", "score"})
 # Config entries that change what a LoRA computes; any non-empty value makes the reader decline.
 _UNSUPPORTED = ("use_dora", "lora_bias", "modules_to_save", "trainable_token_indices", "target_parameters", "layers_to_transform",
                 "fan_in_fan_out", "use_qalora", "use_bdlora", "alora_invocation_tokens")
@@ -48,20 +51,28 @@ class LoraFile:
     path: Path
     modules: dict[str, LoraFactors]
     problem: str | None
+    saved: dict[str, Any] = field(default_factory=dict)  # whole weights of the saved modules the caller accepted
 
     @classmethod
-    def read(cls, path: Path) -> LoraFile:
+    def read(cls, path: Path, *, saved_modules: frozenset[str] = frozenset()) -> LoraFile:
+        """Read ``path``. ``saved_modules``: top-level modules the caller serves itself when the adapter
+        saves them whole (the sentiment adapter's ``score`` head); their weights go to ``saved``."""
         config = _config(path)
         weights = path / WEIGHTS_FILE
         if not weights.is_file():
             # peft also writes adapter_model.bin; only the safetensors form is read here
             return cls(path, {}, f"no {WEIGHTS_FILE} in {path}")
-        problem = _config_problem(config)
+        problem = _config_problem(config, saved_modules)
         tensors = _tensors(weights)
         sides: dict[str, dict[str, Any]] = {}
+        saved: dict[str, Any] = {}
         for key, tensor in tensors.items():
             match = _KEY.match(key)
             if match is None:
+                whole = _SAVED_KEY.match(key)
+                if whole is not None and whole["module"] in saved_modules:
+                    saved[f"{whole['module']}.{whole['param']}"] = tensor
+                    continue
                 problem = problem or f"the adapter holds {key}, which is not a LoRA factor"
                 continue
             sides.setdefault(match["module"], {})[match["side"]] = tensor
@@ -75,7 +86,7 @@ class LoraFile:
             modules[module] = LoraFactors(a, b, _scale(config, module, int(a.shape[0])))
         if not modules:
             problem = problem or "the adapter holds no LoRA factors"
-        return cls(path, modules, problem)
+        return cls(path, modules, problem, saved)
 
     def mismatch(self, model: Any) -> str | None:
         """Why these factors do not fit ``model`` (a transformers model): a missing module or a wrong shape."""
@@ -107,11 +118,14 @@ def _config(path: Path) -> dict[str, Any]:
     return config
 
 
-def _config_problem(config: dict[str, Any]) -> str | None:
+def _config_problem(config: dict[str, Any], saved_modules: frozenset[str]) -> str | None:
     if config.get("peft_type", "LORA") != "LORA":
         return f"it is a {config.get('peft_type')} adapter, not LoRA"
     for name in _UNSUPPORTED:
-        if config.get(name):
+        value = config.get(name)
+        if name == "modules_to_save" and value and saved_modules and set(value) <= saved_modules | _SEQ_CLS_DEFAULT_SAVED:
+            continue  # peft adds classifier/score to a classifier's list; only those the file holds are read
+        if value:
             return f"its config sets {name}, which the engine does not implement"
     return None
 

@@ -13,9 +13,11 @@ import json
 import math
 import re
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Protocol
 
 import pandas as pd
 
@@ -76,11 +78,29 @@ def train_naive_bayes(texts: list[str], labels: list[int], alpha: float = 0.5) -
     return NaiveBayes(log_prior, log_likelihood, log_unseen)
 
 
+class PostScorer(Protocol):
+    """What reads a post's tone: ``score(text)`` in {-1, 0, +1} (bearish, neutral, bullish).
+
+    ``prepare(texts)`` lets a model-backed scorer read many posts in one batch before they are asked
+    one by one; callers that know their posts up front call it.
+    """
+
+    @property
+    def kind(self) -> str: ...
+
+    def score(self, text: str) -> int: ...
+
+    def prepare(self, texts: Iterable[str]) -> None: ...
+
+
 class SentimentScorer:
-    """``score(text)`` in {-1, 0, +1}: bearish, neutral, bullish."""
+    """``score(text)`` in {-1, 0, +1}: bearish, neutral, bullish (naive Bayes, or the lexicon)."""
 
     def __init__(self, model: NaiveBayes | None) -> None:
         self.model = model
+
+    def prepare(self, texts: Iterable[str]) -> None:
+        """Nothing to batch: scoring a post is a dictionary walk."""
 
     @property
     def kind(self) -> str:
@@ -137,17 +157,31 @@ def evaluate_on_valid(tfns_dir: Path) -> dict[str, float]:
 
 SAVED_SCORER = Path("sentiment") / "naive-bayes.json"  # under the model directory, written by `advisor data import`
 _default_dirs: dict[str, Path | None] = {"bundle": None, "models": None}
+_classifier: dict[str, Callable[[], PostScorer | None] | None] = {"factory": None}
 
 
-def configure_default(bundle_dir: Path | None, model_dir: Path | None) -> None:
-    """Where :func:`default_scorer` looks (done by :class:`advisor.runtime.Runtime` from settings)."""
+def configure_default(bundle_dir: Path | None, model_dir: Path | None, classifier: Callable[[], PostScorer | None] | None = None) -> None:
+    """Where :func:`default_scorer` looks (done by :class:`advisor.runtime.Runtime` from settings).
+
+    ``classifier()``: the LoRA sentiment classifier's scorer, or None where it cannot be served
+    (called on first use; see :mod:`advisor.forecaster.tone`).
+    """
     _default_dirs["bundle"] = bundle_dir
     _default_dirs["models"] = model_dir
+    _classifier["factory"] = classifier
 
 
-def default_scorer() -> SentimentScorer:
-    """The scorer views and targets use: TFNS next to the configured bundle, else the one saved at
-    import, else the lexicon."""
+def default_scorer() -> PostScorer:
+    """The scorer views, training targets, the checker and the dashboard use: the LoRA sentiment
+    classifier where it can be served, else :func:`baseline_scorer`."""
+    factory = _classifier["factory"]
+    scorer = factory() if factory is not None else None
+    return scorer if scorer is not None else baseline_scorer()
+
+
+def baseline_scorer() -> SentimentScorer:
+    """Naive Bayes on TFNS next to the configured bundle, else the one saved at import, else the lexicon:
+    the fallback of :func:`default_scorer`, and the non-LLM baseline's sentiment feature."""
     tfns = find_tfns(_default_dirs["bundle"])
     if tfns is not None:
         return load_scorer(tfns)

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from advisor.data.store import MarketStore
+from advisor.data.textselect import readable_quote
 from advisor.data.windows import DEFAULT_TEXTS_PER_WEEK, DEFAULT_WEEKS, ForecastWindow, Horizon, build_window_for
 from advisor.errors import DataUnavailableError
 from advisor.forecaster.backends import select_backend
@@ -26,7 +27,7 @@ from advisor.forecaster.generation import Decoding, generate
 from advisor.forecaster.grounding import grounding_for
 from advisor.forecaster.loading import ModelHandle
 from advisor.forecaster.prompts import Prompt, PromptConfig, build_prompt
-from advisor.forecaster.sentiment import SentimentScorer, default_scorer
+from advisor.forecaster.sentiment import PostScorer, default_scorer
 from advisor.forecaster.versions import ensure_model_version
 from advisor.forecaster.views import View, parse_view
 from db.models import Forecast
@@ -109,7 +110,7 @@ def forecast_windows(
     *,
     progress: bool = True,
     on_progress: Callable[[int, int], None] | None = None,
-    scorer: SentimentScorer | None = None,
+    scorer: PostScorer | None = None,
 ) -> list[list[ForecastOutcome]]:
     """Generate (or reuse) ``decoding.num_candidates`` views per window and add them to ``session``.
 
@@ -135,6 +136,8 @@ def forecast_windows(
         if len(rows) == decoding.num_candidates:
             existing[group] = rows
     todo = [i for i, g in enumerate(groups) if g not in existing]
+    if grounded and scorer is not None:
+        scorer.prepare(shown_posts([windows[i] for i in todo], [prompts[i].text_item_ids for i in todo]))  # one batch for a model scorer
     groundings = (
         [grounding_for(windows[i], scorer, prompts[i].text_item_ids, prompt_config.max_text_chars) for i in todo]
         if grounded and scorer is not None else None
@@ -155,7 +158,7 @@ def forecast_windows(
         window, prompt = windows[i], prompts[i]
         for gen in candidates:
             view = parse_view(gen.text)
-            check = check_view(view, window) if view.is_signal else None
+            check = check_view(view, window, scorer.score if grounded and scorer is not None else None) if view.is_signal else None
             notes = list(window.notes)
             if not gen.finished:
                 notes.append(f"generation hit the {decoding.max_new_tokens}-token limit")
@@ -286,3 +289,12 @@ def expected_return_pct(row: Forecast) -> float | None:
     if row.parse_status == "unparsed" or row.direction is None or row.bin_low is None or row.check_passed is False:
         return None
     return (1 if row.direction == "up" else -1) * (row.bin_low + 0.5)
+
+
+def shown_posts(windows: Sequence[ForecastWindow], shown_ids: Sequence[Sequence[int]]) -> list[str]:
+    """The texts of the posts each window's prompt shows (those a grounded view may quote)."""
+    texts = []
+    for window, ids in zip(windows, shown_ids, strict=True):
+        shown = set(ids)
+        texts += [t.text for week in window.weeks for t in week.texts if t.id in shown and readable_quote(t.text) is not None]
+    return texts

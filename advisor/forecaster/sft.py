@@ -32,7 +32,7 @@ from advisor.forecaster.generation import Decoding
 from advisor.forecaster.loading import ModelSpec, load_model, prepare_tokenizer, write_adapter_meta
 from advisor.forecaster.modelstore import fingerprint, resolve_model_path
 from advisor.forecaster.prompts import PromptConfig, build_prompt
-from advisor.forecaster.sentiment import SentimentScorer
+from advisor.forecaster.sentiment import PostScorer
 from advisor.forecaster.service import WindowConfig, forecast_windows
 from advisor.forecaster.stocknet import stocknet_keeps
 from advisor.forecaster.targets import sft_target
@@ -129,13 +129,15 @@ def labelled_windows(
 
 
 def build_examples(
-    store: MarketStore, tokenizer: Any, options: SFTOptions, scorer: SentimentScorer, *, limit: int, start: date, end: date
+    store: MarketStore, tokenizer: Any, options: SFTOptions, scorer: PostScorer, *, limit: int, start: date, end: date
 ) -> tuple[list[dict[str, Any]], list[tuple[str, date]]]:
     """Conversational prompt/completion rows for up to ``limit`` pairs in the period."""
     tickers = list(options.tickers) if options.tickers else store.tickers()
     rows: list[dict[str, Any]] = []
     used: list[tuple[str, date]] = []
-    for window, label in labelled_windows(store, tickers, start, end, options.window, options.seed, limit):
+    pairs = labelled_windows(store, tickers, start, end, options.window, options.seed, limit)
+    scorer.prepare(t.text for window, _ in pairs for week in window.weeks for t in week.texts)  # one batch for a model scorer
+    for window, label in pairs:
         prompt = build_prompt(window, tokenizer, options.prompt)
         rows.append(
             {
@@ -151,7 +153,7 @@ def train_sft(
     factory: sessionmaker[Session],
     model_dir: Path,
     options: SFTOptions,
-    scorer: SentimentScorer,
+    scorer: PostScorer,
     *,
     console: Console | None = None,
     progress: bool = True,
@@ -177,7 +179,7 @@ def train_sft(
 
 
 def _train(
-    factory: sessionmaker[Session], model_dir: Path, base_path: Path, options: SFTOptions, scorer: SentimentScorer,
+    factory: sessionmaker[Session], model_dir: Path, base_path: Path, options: SFTOptions, scorer: PostScorer,
     run_id: int, console: Console, progress: bool,
 ) -> SFTResult:
     import torch

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from advisor.data.textselect import readable_quote
 from advisor.data.windows import ForecastWindow, Horizon, TextSnippet, WeeklyLabel, WeekMove
-from advisor.forecaster.sentiment import SentimentScorer
+from advisor.forecaster.sentiment import PostScorer
 from advisor.forecaster.views import render_view
 
 MAX_FACTORS = 2
@@ -55,7 +55,7 @@ def move_fact(window: ForecastWindow, week: WeekMove) -> str:
 
 
 def window_factors(
-    window: ForecastWindow, scorer: SentimentScorer, visible: Callable[[TextSnippet], bool] | None = None
+    window: ForecastWindow, scorer: PostScorer, visible: Callable[[TextSnippet], bool] | None = None
 ) -> tuple[list[Factor], list[Factor]]:
     """Every positive and negative fact of the window, most recent period first, moves before posts.
 
@@ -89,7 +89,7 @@ def window_factors(
     return positives, concerns
 
 
-def factors(window: ForecastWindow, scorer: SentimentScorer) -> tuple[list[Factor], list[Factor]]:
+def factors(window: ForecastWindow, scorer: PostScorer) -> tuple[list[Factor], list[Factor]]:
     """The facts a target lists: the first :data:`MAX_FACTORS` of each side."""
     positives, concerns = window_factors(window, scorer)
     return positives[:MAX_FACTORS], concerns[:MAX_FACTORS]
@@ -137,7 +137,7 @@ def analysis_for(window: ForecastWindow, rise: bool, positives: list[Factor], co
     return f"{reason}; {trend_fact(window)}."
 
 
-def sft_target(window: ForecastWindow, label: WeeklyLabel, scorer: SentimentScorer) -> str:
+def sft_target(window: ForecastWindow, label: WeeklyLabel, scorer: PostScorer) -> str:
     positives, concerns = factors(window, scorer)
     analysis = analysis_for(window, label.direction.sign > 0, positives, concerns)
     return render_view(

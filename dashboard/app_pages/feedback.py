@@ -9,6 +9,7 @@ from advisor.data.store import SqlMarketStore
 from advisor.forecaster.generation import Decoding
 from advisor.forecaster.queries import forecast_texts, view_cards, view_weeks
 from advisor.forecaster.service import Personalisation, WindowConfig, forecast_windows
+from advisor.forecaster.tone import stored_tones
 from advisor.forecaster.views import parse_view
 from dashboard import background
 from dashboard.state import flash, md_escape, require_market_data, require_profile, require_user, setup, show_error, show_flash, user_model
@@ -53,7 +54,8 @@ with rt.session() as session:
             with price_col:
                 show_price_week(SqlMarketStore(session), pairs[0][0], with_outcome=False)
             with posts_col:
-                show_posts(forecast_texts(session, pairs[0][0]))
+                posts = forecast_texts(session, pairs[0][0])
+                show_posts(posts, stored_tones(rt.settings.resolved_model_dir, rt.session_factory, [t.text for t in posts]))
 if pair:
     a_id, a_text, ticker, day, b_id, b_text = pair[0]
     st.caption(f"{ticker}, decision {day}: two candidate views of the same prompt")

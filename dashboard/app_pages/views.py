@@ -8,6 +8,7 @@ from advisor.data.store import PreloadedMarketStore, SqlMarketStore
 from advisor.forecaster.checker import ViewCheck
 from advisor.forecaster.queries import hit_rate, view_cards, view_result, view_weeks
 from advisor.forecaster.service import Personalisation, forecast_tickers
+from advisor.forecaster.tone import stored_tones
 from dashboard import background
 from dashboard.state import md_escape, require_market_data, require_user, setup, user_model
 from dashboard.widgets import show_posts, show_price_week
@@ -84,4 +85,4 @@ with rt.session() as session:
                 st.caption(f"parse {f.parse_status} · prompt {f.prompt_hash[:10]} · seed {f.seed} · decoding {f.decoding.get('mode', '?')}")
         with right:
             show_price_week(store, f)
-            show_posts(card.texts)
+            show_posts(card.texts, stored_tones(rt.settings.resolved_model_dir, rt.session_factory, [t.text for t in card.texts]))

@@ -9,7 +9,7 @@ from datetime import date
 from sqlalchemy import func, select
 
 from dashboard import background
-from db.models import Forecast, Preference, RiskProfile, User
+from db.models import Forecast, Preference, RiskProfile, TextItem, User
 from rlhf.profiles import ARCHETYPES
 from tests.dashboard.test_pages import app, as_user, assert_clean, texts, wait_for_text, with_user
 from tests.rlhf.conftest import add_candidates
@@ -240,3 +240,31 @@ def test_feedback_shows_what_a_pair_was_built_from_without_hindsight(dash) -> No
     assert any("What both views were built from: AAA's prices and posts up to 2014-05-09" in e.label for e in at.expander)
     assert "adjusted close up to the decision on 2014-05-09 (what the views saw; what came next is not shown)" in texts(at)
     assert "Posts the view was built from" in texts(at)
+
+
+def test_feedback_shows_how_the_sentiment_classifier_read_each_post(dash) -> None:
+    from advisor.forecaster.modelstore import adapter_hash
+    from advisor.forecaster.queries import forecast_texts
+    from advisor.forecaster.sentiment_lora import SHIPPED_DIR
+    from advisor.forecaster.tone import text_key
+    from db.models import PostTone
+
+    with_user(dash)
+    ids = add_candidates(dash.factory, ["Up by 1-2%", "Down by 2-3%"], day=date(2014, 5, 9))
+    with dash.factory() as session:
+        quoted = list(session.scalars(select(TextItem.id).where(TextItem.ticker == "AAA", TextItem.session_date <= date(2014, 5, 9))
+                                      .order_by(TextItem.session_date.desc()).limit(3)))
+        for forecast_id in ids:
+            session.get(Forecast, forecast_id).text_item_ids = quoted
+        session.commit()
+        posts = forecast_texts(session, session.get(Forecast, ids[0]))
+        assert len(posts) == 3
+        key = adapter_hash(SHIPPED_DIR)  # the adapter the product would read posts with here (the shipped one)
+        session.add_all(PostTone(scorer_key=key, text_hash=text_key(t.text), tone=1 if i == 0 else -1) for i, t in enumerate(posts))
+        session.commit()
+    at = as_user(app(), "ann")
+    at.switch_page("app_pages/feedback.py").run()
+    assert_clean(at)
+    captions = [c.value for c in at.main.caption]
+    assert sum("read as upbeat by the sentiment classifier" in c for c in captions) == 1
+    assert sum("read as worried by the sentiment classifier" in c for c in captions) == len(posts) - 1

@@ -126,3 +126,19 @@ def test_targets_for_a_window_without_posts_rest_on_prices(market) -> None:  # t
     target = sft_target(window, label, SentimentScorer(None))
     assert "post" not in target.split("Analysis:")[0].lower()
     assert check_view(parse_view(target), window).passed
+
+
+def test_the_sentiment_classifier_reading_of_a_quoted_post_is_checked(window) -> None:  # type: ignore[no-untyped-def]
+    post = next(t.text for week in window.weeks for t in week.texts if readable_quote(t.text))
+    quote = readable_quote(post)
+    worried = lambda text: -1 if text == post else 0  # noqa: E731 - the classifier reads this post as worried
+
+    bare = _view([f'"{quote}"'], ["None of note."], "Expect a rise.")
+    assert check_view(bare, window).contradictions == []  # without the classifier a bare quote has no tone
+    flagged = check_view(bare, window, worried)
+    assert flagged.contradictions == [f'a worried post listed as a positive development (quote "{quote}")'] and not flagged.passed
+
+    called_upbeat = check_view(_view([f'Upbeat post: "{quote}"'], ["None of note."], "Expect a rise."), window, worried)
+    assert f'a post the sentiment classifier reads as worried called upbeat (quote "{quote}")' in called_upbeat.contradictions
+    as_concern = check_view(_view(["None of note."], [f'Worried post: "{quote}"'], "Expect a fall.", Direction.DOWN), window, worried)
+    assert as_concern.passed, as_concern.summary()
