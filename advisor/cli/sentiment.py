@@ -27,7 +27,7 @@ from advisor.forecaster.sentiment_lora import (
     read_labelled,
     train_sentiment_adapter,
 )
-from advisor.forecaster.tone import served_classifier
+from advisor.forecaster.tone import register_sentiment_version, served_classifier
 
 app = typer.Typer(help="Financial sentiment of posts (bearish / bullish / neutral) with the LoRA classifier.", no_args_is_help=True)
 
@@ -63,6 +63,10 @@ def train(
     metrics = train_sentiment_adapter(folder, model_dir, options, out, log=lambda line: console.print(escape(line)))
     _report(metrics["validation"], evaluate_on_valid(folder))
     console.print(f"adapter saved to {escape(str(out))}")
+    if rt.database_is_current():
+        version = register_sentiment_version(rt.session_factory, rt.settings.base_model, model_dir, out)
+        if version is not None:
+            console.print(f"registered as model version {version} (kind sentiment)")
     if export is not None:
         pins = export_sentiment_adapter(out, export, command="advisor " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
         console.print(f"exported to {escape(str(export))}; pins for SHIPPED_FILES in advisor/forecaster/sentiment_lora.py:", soft_wrap=True)

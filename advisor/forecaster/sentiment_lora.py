@@ -339,3 +339,10 @@ def adapter_layers(adapter_path: Path) -> int | None:
         return None
     return int(value) if value else None
 
+
+def adapter_metrics(adapter_path: Path) -> dict[str, Any]:
+    """The training and validation figures recorded with the adapter (empty when none were)."""
+    try:
+        return dict(json.loads((adapter_path / META_FILE).read_text()).get("metrics") or {})
+    except (OSError, ValueError):
+        return {}

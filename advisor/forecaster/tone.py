@@ -31,7 +31,7 @@ from advisor.config import DEFAULT_BASE_MODEL
 from advisor.errors import AdvisorError
 from advisor.forecaster.backends.fast import engine_for
 from advisor.forecaster.engine import EngineAdapter, EngineUnsupportedError, check_supported
-from advisor.forecaster.loading import LoadedBase, ModelSpec, load_base
+from advisor.forecaster.loading import LoadedBase, ModelHandle, ModelSpec, load_base
 from advisor.forecaster.lora_file import AdapterFileError, LoraFile
 from advisor.forecaster.modelstore import adapter_hash
 from advisor.forecaster.sentiment import BEARISH, BULLISH, NEUTRAL
@@ -39,10 +39,13 @@ from advisor.forecaster.sentiment_lora import (
     SentimentClassifier,
     adapter_layers,
     adapter_max_tokens,
+    adapter_metrics,
     check_base,
     clean_post,
     find_sentiment_adapter,
 )
+from advisor.forecaster.versions import ensure_model_version
+from db.engine import session_scope
 from db.models import PostTone
 
 log = logging.getLogger(__name__)
@@ -212,7 +215,24 @@ def classifier_scorer(model_dir: Path, base_model: str = DEFAULT_BASE_MODEL, fac
                 _SCORERS[cache_key] = None
             else:
                 _SCORERS[cache_key] = ClassifierScorer(classifier.predict, adapter_hash(adapter), ToneCache(factory), name=adapter.name)
+                if factory is not None:
+                    register_sentiment_version(factory, base_model, model_dir, adapter)
         return _SCORERS[cache_key]
+
+
+def register_sentiment_version(factory: sessionmaker[Session], base_model: str, model_dir: Path, adapter: Path) -> int | None:
+    """The sentiment adapter as a model version (kind ``sentiment``, its TFNS validation figures as metrics),
+    like every other adapter the product serves; its id, or None where the database cannot take it yet."""
+    base = load_base(ModelSpec(base=base_model), model_dir)
+    handle = ModelHandle(base, adapter_hash(adapter), adapter)
+    validation = adapter_metrics(adapter).get("validation", {})
+    metrics = {k: validation[k] for k in ("weighted_f1", "accuracy", "f1", "n") if k in validation}
+    try:
+        with session_scope(factory) as session:
+            return ensure_model_version(session, handle, kind="sentiment", name=adapter.name, metrics=metrics).id
+    except SQLAlchemyError as exc:
+        log.info("the sentiment adapter is not registered as a model version: %s", str(exc).splitlines()[0])
+        return None
 
 
 def clear_scorers() -> None:

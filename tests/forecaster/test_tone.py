@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from advisor.forecaster import sentiment, sentiment_lora, tone
@@ -20,6 +21,7 @@ from advisor.forecaster.sentiment_lora import SentimentClassifier, SentimentTrai
 from advisor.forecaster.tone import ClassifierScorer, EngineSentimentClassifier, ToneCache, classifier_scorer, stored_tones, text_key
 from db.engine import make_engine, make_session_factory
 from db.migrate import upgrade
+from db.models import ModelVersion
 
 POSTS = ["$AAA beats estimates and shares surge https://t.co/x", "downgrade", "a much longer post about nothing much " * 6, "x", "$BBB cuts guidance"]
 
@@ -138,4 +140,8 @@ def test_the_default_scorer_is_the_classifier_where_it_can_be_served(tiny_model_
     assert scorer is default_scorer()  # built once per process
     readings = {p: scorer.score(p) for p in POSTS}
     assert stored_tones(models, factory, POSTS) == readings  # what the dashboard shows, with no model loaded
+    with factory() as session:  # registered like every other adapter the product serves
+        version = session.scalar(select(ModelVersion).where(ModelVersion.kind == "sentiment"))
+        assert version is not None and version.adapter_hash == scorer.key and version.name == "sentiment-lora-t"
+        assert set(version.metrics) >= {"weighted_f1", "f1", "n"} and version.parent_id is not None
     assert sentiment.baseline_scorer().kind == "lexicon" and adapter.is_dir()
