@@ -30,7 +30,7 @@ count views both ways (parse rate, and the share that pass the checker).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
@@ -105,15 +105,18 @@ class _Fact:
 class _Periods:
     """The window's periods as the checker looks them up."""
 
-    def __init__(self, window: ForecastWindow) -> None:
+    def __init__(self, window: ForecastWindow, shown_ids: Sequence[int] | None = None) -> None:
         self.window = window
         self.by_end = {week.end: week.return_pct for week in window.weeks}
         self.ordered = [week.return_pct for week in window.weeks]  # oldest first
         first, last = window.weeks[0], window.weeks[-1]
         self.trend = (last.end_price / first.start_price - 1.0) * 100.0
         self.unit = "session" if window.horizon is Horizon.DAY else "week"
-        self.post_texts = [t.text for week in window.weeks for t in week.texts]
-        self.posts = [[w.lower() for w in readable_words(text)] for text in self.post_texts]
+        self.posts = [[w.lower() for w in readable_words(t.text)] for week in window.weeks for t in week.texts]
+        # the posts the prompt showed, newest first: those a quote's tone is read from (grounding lists the newest)
+        shown = None if shown_ids is None else set(shown_ids)
+        self.shown = [(t.text, [w.lower() for w in readable_words(t.text)]) for week in reversed(window.weeks)
+                      for t in reversed(week.texts) if shown is None or t.id in shown]
 
     def ago(self, n: int) -> float | None:
         return self.ordered[-n] if 1 <= n <= len(self.ordered) else None
@@ -194,10 +197,15 @@ def _quote_facts(text: str, periods: _Periods, tone: Callable[[str], int] | None
         if not words:
             continue
         n = len(words)
-        source = next((i for i, post in enumerate(periods.posts) if any(post[j : j + n] == words for j in range(len(post) - n + 1))), None)
-        read_as = tone(periods.post_texts[source]) if tone is not None and source is not None else 0
+        found = any(post[i : i + n] == words for post in periods.posts for i in range(len(post) - n + 1))
+        read_as = 0
+        if tone is not None and found:
+            # posts may share a quoted first sentence (reposts) and read differently: the stated tone stands when
+            # any shown post holding the quote reads that way, else the newest one's reading counts
+            readings = [tone(text) for text, post in periods.shown if any(post[i : i + n] == words for i in range(len(post) - n + 1))]
+            read_as = stated if stated and stated in readings else (readings[0] if readings else 0)
         sign = stated or read_as
-        facts.append(_Fact("quote " + " ".join(words), sign, source is not None, f'quote "{match.group(1).strip()}"', read_as))
+        facts.append(_Fact("quote " + " ".join(words), sign, found, f'quote "{match.group(1).strip()}"', read_as))
     return facts
 
 
@@ -231,13 +239,16 @@ def _expected_direction(analysis: str) -> Direction | None:
     return Direction.UP if match.group("word").lower() in _UP_WORDS else Direction.DOWN
 
 
-def check_view(view: View, window: ForecastWindow, tone: Callable[[str], int] | None = None) -> ViewCheck:
+def check_view(
+    view: View, window: ForecastWindow, tone: Callable[[str], int] | None = None, shown_ids: Sequence[int] | None = None
+) -> ViewCheck:
     """The verdict for ``view`` against the window it was written from (see module docstring).
 
     ``tone(post text)``: the sentiment classifier's reading (-1/0/+1) of a quoted post, so a post it
-    reads as worried cannot pass as a positive development, nor be called upbeat.
+    reads as worried cannot pass as a positive development, nor be called upbeat; read from the posts
+    the prompt showed (``shown_ids``; default all).
     """
-    periods = _Periods(window)
+    periods = _Periods(window, shown_ids)
     result = ViewCheck()
     sides: dict[str, list[_Fact]] = {"positive": [], "concern": []}
     for side, items in (("positive", view.positives), ("concern", view.concerns)):

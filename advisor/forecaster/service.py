@@ -119,14 +119,14 @@ def forecast_windows(
     that wrote the training targets); see :mod:`advisor.forecaster.grounding`.
     """
     prompts = build_prompts(windows, handle, prompt_config, decoding, who.risk_context)
-    version = ensure_model_version(session, handle)
     backend = select_backend(handle)
     record = decoding.record(str(handle.base.dtype).replace("torch.", ""), backend.name)
     grounded = decoding.grounded and backend.grounds
     record["grounded"] = grounded
     if grounded:
-        scorer = scorer or default_scorer()
+        scorer = scorer or default_scorer()  # before this call writes anything: building it may register its version
         record["post_sentiment"] = scorer.kind
+    version = ensure_model_version(session, handle)
     record_json = json.dumps(record, sort_keys=True)
     groups = [_key(version.key, p.hash, record_json, who.user_id) for p in prompts]
 
@@ -158,7 +158,8 @@ def forecast_windows(
         window, prompt = windows[i], prompts[i]
         for gen in candidates:
             view = parse_view(gen.text)
-            check = check_view(view, window, scorer.score if grounded and scorer is not None else None) if view.is_signal else None
+            tone = scorer.score if grounded and scorer is not None else None
+            check = check_view(view, window, tone, prompt.text_item_ids) if view.is_signal else None
             notes = list(window.notes)
             if not gen.finished:
                 notes.append(f"generation hit the {decoding.max_new_tokens}-token limit")

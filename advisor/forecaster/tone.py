@@ -19,12 +19,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import select, text
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from advisor.config import DEFAULT_BASE_MODEL
@@ -45,8 +49,9 @@ from advisor.forecaster.sentiment_lora import (
     find_sentiment_adapter,
 )
 from advisor.forecaster.versions import ensure_model_version
-from db.engine import session_scope
+from db.engine import SQLITE_BUSY_TIMEOUT_MS
 from db.models import PostTone
+from db.types import utcnow
 
 log = logging.getLogger(__name__)
 TONE_OF_LABEL = {BEARISH: -1, BULLISH: 1, NEUTRAL: 0}
@@ -98,6 +103,30 @@ class EngineSentimentClassifier:
         return self.logits(texts).argmax(-1).tolist() if texts else []
 
 
+@contextmanager
+def side_write(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A committed session for a write beside the caller's work that must never wait on the caller's own open
+    transaction (SQLite: 0.2 s busy timeout; PostgreSQL: 2 s lock timeout); past that it raises, and the
+    caller skips the write."""
+    with factory() as session:
+        dialect = session.get_bind().dialect.name
+        if dialect == "sqlite":
+            session.execute(text("PRAGMA busy_timeout = 200"))
+        elif dialect == "postgresql":
+            session.execute(text("SET LOCAL lock_timeout = '2s'"))
+        try:
+            yield session
+            session.commit()
+        finally:
+            session.rollback()
+            if dialect == "sqlite":
+                session.execute(text(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}"))
+
+
+def _missing_table(exc: OperationalError) -> bool:
+    return "no such table" in str(exc) or "does not exist" in str(exc)
+
+
 class ToneCache:
     """Readings kept in the database (table ``post_tones``); a database without the table is skipped."""
 
@@ -119,14 +148,27 @@ class ToneCache:
         return found
 
     def put(self, scorer_key: str, tones: dict[str, int]) -> None:
+        """Store new readings; one another process stored meanwhile is kept as it is. A write that cannot get
+        its lock at once (the caller's own transaction holds it) is skipped: the memory cache still has it."""
         if self.factory is None or not tones:
             return
+        rows = [{"scorer_key": scorer_key, "text_hash": h, "tone": t, "scored_at": utcnow()} for h, t in tones.items()]
         try:
-            with self.factory() as session:
-                known = set(session.scalars(select(PostTone.text_hash).where(PostTone.scorer_key == scorer_key, PostTone.text_hash.in_(list(tones)))))
-                session.add_all(PostTone(scorer_key=scorer_key, text_hash=h, tone=t) for h, t in tones.items() if h not in known)
-                session.commit()
-        except SQLAlchemyError as exc:  # e.g. another process stored the same post meanwhile: the memory cache still holds it
+            with side_write(self.factory) as session:
+                dialect = session.get_bind().dialect.name
+                if dialect in ("sqlite", "postgresql"):
+                    insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
+                    for start in range(0, len(rows), 500):
+                        session.execute(insert(PostTone).values(rows[start : start + 500]).on_conflict_do_nothing())
+                else:
+                    known = set(session.scalars(select(PostTone.text_hash).where(PostTone.scorer_key == scorer_key, PostTone.text_hash.in_(list(tones)))))
+                    session.add_all(PostTone(**row) for row in rows if row["text_hash"] not in known)
+        except OperationalError as exc:
+            if _missing_table(exc):
+                self._disable(exc)
+            else:
+                log.info("post tones not stored this time: %s", str(exc).splitlines()[0])
+        except SQLAlchemyError as exc:
             self._disable(exc)
 
     def _disable(self, exc: SQLAlchemyError) -> None:
@@ -195,29 +237,40 @@ def served_classifier(base_model: str, model_dir: Path, adapter: Path | None = N
         return SentimentClassifier.load(base.path, folder, max_tokens=adapter_max_tokens(folder), layers=adapter_layers(folder)), folder
 
 
-_SCORERS: dict[tuple[str, str, str, int], ClassifierScorer | None] = {}
+_SCORERS: dict[tuple[str, str, str, int], ClassifierScorer] = {}
+_FAILED: dict[tuple[str, str, str, int], float] = {}  # when a start failed (tried again after RETRY_S)
 _SCORERS_LOCK = threading.Lock()
+RETRY_S = 60.0
 
 
 def classifier_scorer(model_dir: Path, base_model: str = DEFAULT_BASE_MODEL, factory: sessionmaker[Session] | None = None) -> ClassifierScorer | None:
     """The classifier's scorer (once per process, adapter, base and database), or None where it cannot be
-    served: no sentiment adapter, the base not available, or an adapter trained on another base (logged)."""
-    adapter = find_sentiment_adapter(model_dir)
+    served: no sentiment adapter, a shipped one that fails its pins, the base not available, or an adapter
+    trained on another base (the reason is logged; tried again a minute later, e.g. after a model fetch)."""
+    try:
+        adapter = find_sentiment_adapter(model_dir)
+    except AdvisorError as exc:
+        log.warning("the LoRA sentiment classifier is not available (%s); posts are read by naive Bayes", exc)
+        return None
     if adapter is None:
         return None
     cache_key = (str(adapter.resolve()), str(model_dir), base_model, id(factory))
     with _SCORERS_LOCK:
-        if cache_key not in _SCORERS:
-            try:
-                classifier, _ = served_classifier(base_model, model_dir, adapter)
-            except (AdvisorError, OSError, ValueError) as exc:
-                log.warning("the LoRA sentiment classifier is not available (%s); posts are read by naive Bayes", exc)
-                _SCORERS[cache_key] = None
-            else:
-                _SCORERS[cache_key] = ClassifierScorer(classifier.predict, adapter_hash(adapter), ToneCache(factory), name=adapter.name)
-                if factory is not None:
-                    register_sentiment_version(factory, base_model, model_dir, adapter)
-        return _SCORERS[cache_key]
+        if cache_key in _SCORERS:
+            return _SCORERS[cache_key]
+        if time.monotonic() - _FAILED.get(cache_key, -RETRY_S) < RETRY_S:
+            return None
+        try:
+            classifier, _ = served_classifier(base_model, model_dir, adapter)
+        except (AdvisorError, OSError, ValueError) as exc:
+            log.warning("the LoRA sentiment classifier is not available (%s); posts are read by naive Bayes", exc)
+            _FAILED[cache_key] = time.monotonic()
+            return None
+        scorer = ClassifierScorer(classifier.predict, adapter_hash(adapter), ToneCache(factory), name=adapter.name)
+        _SCORERS[cache_key] = scorer
+    if factory is not None:
+        register_sentiment_version(factory, base_model, model_dir, adapter)
+    return scorer
 
 
 def register_sentiment_version(factory: sessionmaker[Session], base_model: str, model_dir: Path, adapter: Path) -> int | None:
@@ -228,7 +281,7 @@ def register_sentiment_version(factory: sessionmaker[Session], base_model: str, 
     validation = adapter_metrics(adapter).get("validation", {})
     metrics = {k: validation[k] for k in ("weighted_f1", "accuracy", "f1", "n") if k in validation}
     try:
-        with session_scope(factory) as session:
+        with side_write(factory) as session:
             return ensure_model_version(session, handle, kind="sentiment", name=adapter.name, metrics=metrics).id
     except SQLAlchemyError as exc:
         log.info("the sentiment adapter is not registered as a model version: %s", str(exc).splitlines()[0])
@@ -236,16 +289,21 @@ def register_sentiment_version(factory: sessionmaker[Session], base_model: str, 
 
 
 def clear_scorers() -> None:
-    """Forget built scorers (tests)."""
+    """Forget built scorers and failed starts (tests)."""
     with _SCORERS_LOCK:
         _SCORERS.clear()
+        _FAILED.clear()
 
 
 def stored_tones(model_dir: Path, factory: sessionmaker[Session], texts: Sequence[str]) -> dict[str, int]:
     """The classifier's stored readings of ``texts`` (text -> tone) without loading any model: what the
     dashboard shows beside a view's posts (they were read when the view was written). Posts never
     read are absent."""
-    adapter = find_sentiment_adapter(model_dir)
+    try:
+        adapter = find_sentiment_adapter(model_dir)
+    except AdvisorError as exc:  # e.g. a shipped file that fails its pin: the page shows the posts without tones
+        log.warning("stored post tones not shown: %s", exc)
+        return {}
     if adapter is None or not texts:
         return {}
     keys = {text: text_key(text) for text in texts}

@@ -131,7 +131,7 @@ def test_targets_for_a_window_without_posts_rest_on_prices(market) -> None:  # t
 def test_the_sentiment_classifier_reading_of_a_quoted_post_is_checked(window) -> None:  # type: ignore[no-untyped-def]
     post = next(t.text for week in window.weeks for t in week.texts if readable_quote(t.text))
     quote = readable_quote(post)
-    worried = lambda text: -1 if text == post else 0  # noqa: E731 - the classifier reads this post as worried
+    worried = lambda text: -1 if readable_quote(text) == quote else 0  # noqa: E731 - the classifier reads the posts holding it as worried
 
     bare = _view([f'"{quote}"'], ["None of note."], "Expect a rise.")
     assert check_view(bare, window).contradictions == []  # without the classifier a bare quote has no tone
@@ -142,3 +142,8 @@ def test_the_sentiment_classifier_reading_of_a_quoted_post_is_checked(window) ->
     assert f'a post the sentiment classifier reads as worried called upbeat (quote "{quote}")' in called_upbeat.contradictions
     as_concern = check_view(_view(["None of note."], [f'Worried post: "{quote}"'], "Expect a fall.", Direction.DOWN), window, worried)
     assert as_concern.passed, as_concern.summary()
+    # the tone is read from the posts the prompt showed: none shown, nothing read
+    assert check_view(bare, window, worried, shown_ids=[]).contradictions == []
+    # reposts share the quote and read differently: the stated tone stands when one shown post reads that way
+    newest_upbeat = lambda text: 1 if text == post else worried(text)  # noqa: E731
+    assert check_view(_view([f'Upbeat post: "{quote}"'], ["None of note."], "Expect a rise."), window, newest_upbeat).contradictions == []

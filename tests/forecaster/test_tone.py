@@ -145,3 +145,38 @@ def test_the_default_scorer_is_the_classifier_where_it_can_be_served(tiny_model_
         assert version is not None and version.adapter_hash == scorer.key and version.name == "sentiment-lora-t"
         assert set(version.metrics) >= {"weighted_f1", "f1", "n"} and version.parent_id is not None
     assert sentiment.baseline_scorer().kind == "lexicon" and adapter.is_dir()
+
+
+def test_storing_readings_never_waits_on_the_caller_s_open_transaction(tmp_path: Path) -> None:
+    import time
+
+    from db.models import PostTone
+
+    factory = _factory(tmp_path)
+    holder = factory()
+    holder.add(PostTone(scorer_key="other", text_hash="x" * 32, tone=0))
+    holder.flush()  # the caller's own write transaction is open (SQLite: the database's write lock is held)
+    scorer = ClassifierScorer(CountingClassifier(), "k", ToneCache(factory), name="t")
+    started = time.perf_counter()
+    assert scorer.score(POSTS[0]) == 1
+    assert time.perf_counter() - started < 5 and scorer.cache.factory is not None  # skipped, not 30 s, cache kept
+    holder.commit()
+    holder.close()
+    scorer.prepare(POSTS)
+    twice = ClassifierScorer(CountingClassifier(), "k", ToneCache(factory), name="t")
+    twice.known.clear()
+    twice.cache.put("k", {text_key(POSTS[0]): 1})  # stored already by the first: kept, no error
+    assert twice.cache.factory is not None and twice.cache.get("k", [text_key(POSTS[0])]) == {text_key(POSTS[0]): 1}
+
+
+def test_a_shipped_adapter_that_fails_its_pins_leaves_views_on_naive_bayes_and_pages_without_tones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from advisor.forecaster.shipped import ShippedAdapterError
+
+    def changed(_model_dir: Path) -> Path:
+        raise ShippedAdapterError("advisor/forecaster/shipped/sentiment-default/adapter_config.json does not match its pinned SHA-256")
+
+    monkeypatch.setattr(tone, "find_sentiment_adapter", changed)
+    assert classifier_scorer(tmp_path) is None and "does not match its pinned SHA-256" in caplog.text
+    assert stored_tones(tmp_path, _factory(tmp_path), POSTS) == {}
