@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -57,3 +57,23 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+@contextmanager
+def side_write(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A committed session for a write beside the caller's work that must never wait on the caller's own open
+    transaction (SQLite: 0.2 s busy timeout; PostgreSQL: 2 s lock timeout); past that it raises, and the
+    caller skips the write."""
+    with factory() as session:
+        dialect = session.get_bind().dialect.name
+        if dialect == "sqlite":
+            session.execute(text("PRAGMA busy_timeout = 200"))
+        elif dialect == "postgresql":
+            session.execute(text("SET LOCAL lock_timeout = '2s'"))
+        try:
+            yield session
+            session.commit()
+        finally:
+            session.rollback()
+            if dialect == "sqlite":
+                session.execute(text(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}"))

@@ -422,12 +422,11 @@ class DecoderEngine:
         with torch.inference_mode():
             start = 0
             while start < len(order):
-                longest = len(sequences[order[start]])
-                end = start
-                while end < len(order) and (end - start + 1) * max(longest, len(sequences[order[end]])) <= max(batch_tokens, longest):
-                    longest = max(longest, len(sequences[order[end]]))
+                end = start + 1  # rows are sorted by length: a batch is padded to its last row's
+                while end < len(order) and (end - start + 1) * len(sequences[order[end]]) <= batch_tokens:
                     end += 1
                 chunk = order[start:end]
+                longest = len(sequences[chunk[-1]])
                 ids = torch.zeros(len(chunk), longest, dtype=torch.long, device=self.device)
                 for row, index in enumerate(chunk):
                     ids[row, : len(sequences[index])] = torch.tensor(sequences[index], dtype=torch.long)

@@ -323,26 +323,26 @@ def _training_card(command: str, metrics: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def adapter_meta(adapter_path: Path) -> dict[str, Any]:
+    """What was recorded with the adapter when it was trained (empty when nothing readable was)."""
+    try:
+        meta = json.loads((adapter_path / META_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def adapter_max_tokens(adapter_path: Path) -> int:
     """The post length (tokens) the adapter was trained on; longer posts are cut there when scored."""
-    try:
-        return int(json.loads((adapter_path / META_FILE).read_text()).get("max_tokens", 64))
-    except (OSError, ValueError):
-        return 64
+    return int(adapter_meta(adapter_path).get("max_tokens") or 64)
 
 
 def adapter_layers(adapter_path: Path) -> int | None:
     """How many of the base's decoder layers the adapter classifies from (None: all)."""
-    try:
-        value = json.loads((adapter_path / META_FILE).read_text()).get("layers")
-    except (OSError, ValueError):
-        return None
+    value = adapter_meta(adapter_path).get("layers")
     return int(value) if value else None
 
 
 def adapter_metrics(adapter_path: Path) -> dict[str, Any]:
     """The training and validation figures recorded with the adapter (empty when none were)."""
-    try:
-        return dict(json.loads((adapter_path / META_FILE).read_text()).get("metrics") or {})
-    except (OSError, ValueError):
-        return {}
+    return dict(adapter_meta(adapter_path).get("metrics") or {})

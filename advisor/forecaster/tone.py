@@ -20,12 +20,11 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
@@ -49,7 +48,7 @@ from advisor.forecaster.sentiment_lora import (
     find_sentiment_adapter,
 )
 from advisor.forecaster.versions import ensure_model_version
-from db.engine import SQLITE_BUSY_TIMEOUT_MS
+from db.engine import side_write
 from db.models import PostTone
 from db.types import utcnow
 
@@ -101,26 +100,6 @@ class EngineSentimentClassifier:
     def predict(self, texts: Sequence[str]) -> list[int]:
         """Labels (0 bearish, 1 bullish, 2 neutral) of ``texts``."""
         return self.logits(texts).argmax(-1).tolist() if texts else []
-
-
-@contextmanager
-def side_write(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """A committed session for a write beside the caller's work that must never wait on the caller's own open
-    transaction (SQLite: 0.2 s busy timeout; PostgreSQL: 2 s lock timeout); past that it raises, and the
-    caller skips the write."""
-    with factory() as session:
-        dialect = session.get_bind().dialect.name
-        if dialect == "sqlite":
-            session.execute(text("PRAGMA busy_timeout = 200"))
-        elif dialect == "postgresql":
-            session.execute(text("SET LOCAL lock_timeout = '2s'"))
-        try:
-            yield session
-            session.commit()
-        finally:
-            session.rollback()
-            if dialect == "sqlite":
-                session.execute(text(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}"))
 
 
 def _missing_table(exc: OperationalError) -> bool:

@@ -50,7 +50,9 @@ with rt.session() as session:
     store = PreloadedMarketStore(session)  # each ticker's bars read once: every card's result and hit rate reads them
     names = sorted({c.forecast.ticker for c in cards})
     chosen = st.multiselect("Show tickers", names, default=names, key="show_tickers")
-    for card in [c for c in cards if c.forecast.ticker in chosen]:
+    shown = [c for c in cards if c.forecast.ticker in chosen]
+    tones = stored_tones(rt.settings.resolved_model_dir, rt.session_factory, [t.text for c in shown for t in c.texts])
+    for card in shown:
         f, v = card.forecast, card.view
         st.divider()
         left, right = st.columns([1, 1])
@@ -85,4 +87,4 @@ with rt.session() as session:
                 st.caption(f"parse {f.parse_status} · prompt {f.prompt_hash[:10]} · seed {f.seed} · decoding {f.decoding.get('mode', '?')}")
         with right:
             show_price_week(store, f)
-            show_posts(card.texts, stored_tones(rt.settings.resolved_model_dir, rt.session_factory, [t.text for t in card.texts]))
+            show_posts(card.texts, tones)
