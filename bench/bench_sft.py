@@ -1,9 +1,10 @@
-"""SFT benchmark on the real default model: the exact gradient against the detached prompt. Prints figures.
+"""SFT benchmark on the real default model: TRL's own SFTTrainer against the project's trainer. Prints figures.
 
 Side by side in one run, each in its own process (so peak RSS is its own), same windows, same seed,
-same steps and batch: ``train_sft`` with ``detach_prompt`` off (TRL's SFTTrainer with answer-only
-logits: the gradient flows through the whole sequence) and on (each prompt run once without
-gradient; see advisor/forecaster/training.py). For each: s/step, training tokens/s, peak RSS, the
+same steps and batch: TRL's stock ``SFTTrainer`` (logits at every position, transformers' attention);
+the project's trainer without running the batch's common prefix once (answer-only logits, float32
+attention under bf16 autocast); the default (also the system message once per batch; exact gradient);
+and ``detach_prompt`` (each prompt run once without gradient; see advisor/forecaster/training.py). For each: s/step, training tokens/s, peak RSS, the
 train loss, and the teacher-forced answer loss of the trained adapter on held-out windows of the dev
 period (2015-04-01 .. 2015-09-30) — the number that says whether detaching the prompt costs quality.
 The matrix-multiply rate of this CPU (float32 and, where native, bfloat16) is printed as the ceiling.
@@ -46,11 +47,22 @@ from advisor.forecaster.sft import SFTOptions, labelled_windows, train_sft
 from advisor.forecaster.targets import sft_target
 from db.engine import make_engine, make_session_factory
 
-db, model_dir, bundle, steps, batch, heldout, detach = sys.argv[1:8]
+db, model_dir, bundle, steps, batch, heldout, variant = sys.argv[1:8]
+if variant == "stock":  # TRL's own SFTTrainer: full logits, transformers' attention, each row in full
+    import trl
+    from advisor.forecaster import sft
+    class Stock(trl.SFTTrainer):
+        def __init__(self, *a, detach_prompt=False, **k):
+            super().__init__(*a, **k)
+    sft.CompletionLogitsSFTTrainer = Stock
+    sft.training_attention = lambda: "sdpa"
+if variant == "unshared":  # answer-only logits and float32 attention, but each row's system message run in full
+    from advisor.forecaster import training
+    training.MIN_SHARED_PREFIX = 10**9
 factory = make_session_factory(make_engine(f"sqlite:///{db}"))
 scorer = load_scorer(find_tfns(Path(bundle)))
 options = SFTOptions(date(2014, 1, 1), date(2015, 3, 31), DEFAULT_BASE_MODEL, max_steps=int(steps), batch_size=int(batch),
-                     check_prompts=0, detach_prompt=detach == "1")
+                     check_prompts=0, detach_prompt=variant == "detached")
 result = train_sft(factory, Path(model_dir), options, scorer, progress=False)
 metrics = dict(result.metrics)
 metrics["peak_rss_mb"] = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -75,8 +87,8 @@ print("RESULT", json.dumps(metrics))
 """
 
 
-def run_child(db: Path, model_dir: Path, bundle: Path, steps: int, batch: int, heldout: int, detach: bool) -> dict:
-    args = [sys.executable, "-c", CHILD, str(db), str(model_dir), str(bundle), str(steps), str(batch), str(heldout), "1" if detach else "0"]
+def run_child(db: Path, model_dir: Path, bundle: Path, steps: int, batch: int, heldout: int, variant: str) -> dict:
+    args = [sys.executable, "-c", CHILD, str(db), str(model_dir), str(bundle), str(steps), str(batch), str(heldout), variant]
     started = time.perf_counter()
     proc = subprocess.run(args, capture_output=True, text=True, cwd=REPO)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -141,6 +153,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--heldout", type=int, default=64)
+    parser.add_argument("--variants", default="stock,unshared,exact,detached",
+                        help="stock: TRL's SFTTrainer; unshared: answer-only logits and float32 attention, each row's prompt in full; "
+                             "exact: the default (the batch's common prefix run once); detached: --detach-prompt")
     args = parser.parse_args()
     if not args.db.is_file():
         raise SystemExit(f"no database at {args.db}: run 'advisor init' and 'advisor data import {args.bundle}' first")
@@ -159,15 +174,17 @@ def main() -> None:
         print(f"{args.steps} steps of batch {args.batch}; examples average {prompt_tokens:.0f} prompt + {answer_tokens:.0f} answer tokens; "
               f"held-out answer loss on {args.heldout} dev-period windows (float32, teacher forced)")
         results = {}
-        for name, detach in (("exact gradient", False), ("detached prompt", True)):
-            m = run_child(db, models, args.bundle, args.steps, args.batch, args.heldout, detach)
-            results[name] = m
-            print(f"{name:16s} {m['seconds_per_step']:6.2f} s/step  {per_step / m['seconds_per_step']:7.0f} tokens/s  "
+        variants = {"stock": "TRL SFTTrainer", "unshared": "answer logits", "exact": "exact (default)", "detached": "detached prompt"}
+        for variant in args.variants.split(","):
+            m = run_child(db, models, args.bundle, args.steps, args.batch, args.heldout, variant)
+            results[variant] = m
+            print(f"{variants[variant]:16s} {m['seconds_per_step']:6.2f} s/step  {per_step / m['seconds_per_step']:7.0f} tokens/s  "
                   f"peak RSS {m['peak_rss_mb']:5d} MB  train loss {m['train_loss']:.3f}  held-out answer loss {m['heldout_answer_loss']:.3f}")
-        exact, detached = results["exact gradient"], results["detached prompt"]
-        print(f"detached prompt: {exact['seconds_per_step'] / detached['seconds_per_step']:.2f}x faster per step; held-out answer loss "
-              f"{detached['heldout_answer_loss'] - exact['heldout_answer_loss']:+.3f} against the exact gradient")
-
+        reference = results.get("stock")
+        for variant, m in results.items():
+            if reference is not None and variant != "stock":
+                print(f"{variants[variant]}: {reference['seconds_per_step'] / m['seconds_per_step']:.2f}x TRL's SFTTrainer per step; held-out answer loss "
+                      f"{m['heldout_answer_loss'] - reference['heldout_answer_loss']:+.3f} against it")
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,4 @@
-"""A continuous-batching decoder for Llama-family models, built from the loaded transformers weights.
+"""A continuous-batching decoder for Llama-family models, over weights read from the checkpoint or a loaded model.
 
 Why not ``model.generate``: on a CPU the forecaster's cost is prefill (proportional to prompt
 tokens) and decode steps (each reads every weight once, whatever the batch). Plain ``generate`` pads
@@ -38,18 +38,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from advisor.errors import ConfigError
 from advisor.forecaster.grounding import mask_logits
+from advisor.forecaster.llama_weights import (
+    PROJECTION_GROUPS,
+    EngineUnsupportedError,
+    LinearWeights,
+    LlamaWeights,
+    apply_rotary,
+    causal_lm,
+    check_supported,
+)
 from advisor.forecaster.lora_file import LoraFile
 
-SUPPORTED_MODEL_TYPES = frozenset({"llama"})
+__all__ = ["DecoderEngine", "EngineUnsupportedError", "LlamaWeights", "causal_lm", "check_supported"]
 MIN_SHARED_PREFIX = 8  # tokens; below this a shared-prefix pass is not worth its bookkeeping
 ADAPTER_CACHE_SIZE = 16  # stacked LoRA factors kept per engine (a few MB each)
 DECODE_ROWS_MAX = 64  # up to this many rows a product is computed as W @ xᵀ (see _Linear)
-
-
-class EngineUnsupportedError(ConfigError):
-    """The model is not one the engine implements (the caller falls back to transformers)."""
 
 
 @dataclass(frozen=True)
@@ -138,40 +142,6 @@ class _Layer:
     down: _Linear
 
 
-PROJECTION_GROUPS = {
-    "qkv": (("self_attn", "q_proj"), ("self_attn", "k_proj"), ("self_attn", "v_proj")),
-    "o": (("self_attn", "o_proj"),),
-    "gate_up": (("mlp", "gate_proj"), ("mlp", "up_proj")),
-    "down": (("mlp", "down_proj"),),
-}
-
-
-def causal_lm(model: Any) -> Any:
-    """The transformers causal LM inside a (possibly peft-wrapped) model."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
-
-
-def check_supported(model: Any) -> None:
-    """Raise :class:`EngineUnsupportedError` unless ``model`` has the layout the engine implements."""
-    import torch
-
-    lm = causal_lm(model)
-    config = lm.config
-    model_type = getattr(config, "model_type", "?")
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise EngineUnsupportedError(f"it implements {sorted(SUPPORTED_MODEL_TYPES)} models, not '{model_type}'")
-    core = getattr(lm, "model", None)
-    if core is None or any(not hasattr(core, n) for n in ("embed_tokens", "layers", "norm", "rotary_emb")) or not hasattr(lm, "lm_head"):
-        raise EngineUnsupportedError(f"{type(lm).__name__} lacks the Llama module layout")
-    for layer in core.layers:
-        for group in PROJECTION_GROUPS.values():
-            for parent, name in group:
-                base = _base_linear(getattr(getattr(layer, parent), name))
-                if not isinstance(base, torch.nn.Linear) or base.weight.dtype not in (torch.float32, torch.bfloat16, torch.float16):
-                    raise EngineUnsupportedError(f"its {name} is a {type(base).__name__} (quantised loading), not a plain Linear")
-
-
 def adapter_problem(lora: LoraFile) -> str | None:
     """Why the engine cannot apply the adapter read into ``lora``, or None.
 
@@ -190,27 +160,26 @@ def adapter_problem(lora: LoraFile) -> str | None:
 class DecoderEngine:
     """Generates for many prompts with continuous batching; see the module docstring."""
 
-    def __init__(self, model: Any) -> None:
-
-        check_supported(model)
-        self.model = model
-        lm = causal_lm(model)
-        config = lm.config
-        self.n_heads = config.num_attention_heads
-        self.n_kv = config.num_key_value_heads
-        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.n_heads
+    def __init__(self, source: Any) -> None:
+        """``source``: a :class:`LlamaWeights`, or a loaded transformers model to take them from."""
+        weights = source if isinstance(source, LlamaWeights) else LlamaWeights.from_model(source)
+        self.n_heads = weights.n_heads
+        self.n_kv = weights.n_kv
+        self.head_dim = weights.head_dim
         self.scale = self.head_dim**-0.5
-        self.eps = float(config.rms_norm_eps)
-        self.embed = lm.model.embed_tokens.weight.detach()
+        self.eps = weights.eps
+        self.embed = weights.embed
         self.device = self.embed.device
         self.dtype = self.embed.dtype
-        self.rotary = lm.model.rotary_emb
-        self.act = lm.model.layers[0].mlp.act_fn
-        self.core_layers = list(lm.model.layers)
-        self.layers = [self._build_layer(layer) for layer in self.core_layers]
-        self.final_norm = lm.model.norm.weight.detach()
-        head = lm.lm_head
-        self.head = self._linear([head.weight.detach()], [None if getattr(head, "bias", None) is None else head.bias.detach()])
+        self.rotary = weights.rotary
+        self.act = weights.act
+        self.out_features = [{m: layer.linears[m].weight.shape[0] for m in layer.linears} for layer in weights.layers]
+        self.layers = [
+            _Layer(layer.norm1, layer.norm2, **{group: self._linear([layer.linears[m] for m in members]) for group, members in PROJECTION_GROUPS.items()})
+            for layer in weights.layers
+        ]
+        self.final_norm = weights.final_norm
+        self.head = self._linear([weights.head])
         self._lora: OrderedDict[str, list[dict[str, _LoraGroup]]] = OrderedDict()
         self._merged: list[_Layer] | None = None  # one buffer of base + the active adapter's update
         self._merged_for: str | None = None
@@ -218,21 +187,14 @@ class DecoderEngine:
 
     # ---------------------------------------------------------------- weights
 
-    def _linear(self, weights: list[Any], biases: list[Any]) -> _Linear:
+    def _linear(self, members: list[LinearWeights]) -> _Linear:
         import torch
 
-        weight = torch.cat(weights, dim=0) if len(weights) > 1 else weights[0]
+        weight = torch.cat([m.weight for m in members], dim=0) if len(members) > 1 else members[0].weight
         bias = None
-        if any(b is not None for b in biases):
-            bias = torch.cat([b if b is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device) for w, b in zip(weights, biases, strict=True)])
+        if any(m.bias is not None for m in members):
+            bias = torch.cat([m.bias if m.bias is not None else torch.zeros(m.weight.shape[0], dtype=m.weight.dtype, device=m.weight.device) for m in members])
         return _Linear(weight.contiguous(), bias)
-
-    def _build_layer(self, layer: Any) -> _Layer:
-        fused = {}
-        for group, members in PROJECTION_GROUPS.items():
-            bases = [_base_linear(getattr(getattr(layer, parent), name)) for parent, name in members]
-            fused[group] = self._linear([b.weight.detach() for b in bases], [None if b.bias is None else b.bias.detach() for b in bases])
-        return _Layer(layer.input_layernorm.weight.detach(), layer.post_attention_layernorm.weight.detach(), **fused)
 
     def _weights_for(self, adapter: EngineAdapter | None) -> list[_Layer]:
         """The layers to run for ``adapter``: the base, or base + LoRA merged.
@@ -269,7 +231,7 @@ class DecoderEngine:
             problem = adapter_problem(adapter.lora)
             if problem is not None:
                 raise EngineUnsupportedError(problem)
-            groups = [self._stack_lora(index, adapter.lora) for index in range(len(self.core_layers))]
+            groups = [self._stack_lora(index, adapter.lora) for index in range(len(self.layers))]
             self._lora[adapter.key] = groups
             while len(self._lora) > ADAPTER_CACHE_SIZE:
                 self._lora.popitem(last=False)
@@ -284,13 +246,13 @@ class DecoderEngine:
     def _stack_lora(self, index: int, lora: LoraFile) -> dict[str, _LoraGroup]:
         import torch
 
-        layer = self.core_layers[index]
+        outs_of = self.out_features[index]
         stacked: dict[str, _LoraGroup] = {}
         for group, members in PROJECTION_GROUPS.items():
             parts: list[tuple[Any, Any] | None] = []  # (A [r, in], B [out, r] scaled) or None, per member
             outs = []
             for parent, name in members:
-                outs.append(_base_linear(getattr(getattr(layer, parent), name)).weight.shape[0])
+                outs.append(outs_of[(parent, name)])
                 factors = lora.modules.get(f"model.layers.{index}.{parent}.{name}")
                 if factors is None:
                     parts.append(None)
@@ -332,7 +294,6 @@ class DecoderEngine:
         """
         import torch
         import torch.nn.functional as F
-        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
         batch, steps = ids.shape
         x = F.embedding(ids, self.embed)
@@ -364,7 +325,7 @@ class DecoderEngine:
             q = qkv[..., :q_size].view(batch, steps, self.n_heads, self.head_dim).transpose(1, 2)
             k = qkv[..., q_size : q_size + kv_size].view(batch, steps, self.n_kv, self.head_dim).transpose(1, 2)
             v = qkv[..., q_size + kv_size :].view(batch, steps, self.n_kv, self.head_dim).transpose(1, 2)
-            q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            q, k = apply_rotary(q, k, cos, sin)
             if steps == 1:
                 keys[index][row_index, :, flat_positions] = k[:, :, 0]
                 values[index][row_index, :, flat_positions] = v[:, :, 0]
@@ -610,7 +571,6 @@ class DecoderEngine:
         """
         import torch
         import torch.nn.functional as F
-        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
         device = self.device
         batch = len(chunks)
@@ -648,7 +608,7 @@ class DecoderEngine:
             q = qkv[..., :q_size].view(1, n, self.n_heads, self.head_dim).transpose(1, 2)
             k = qkv[..., q_size : q_size + kv_size].view(1, n, self.n_kv, self.head_dim).transpose(1, 2)
             v = qkv[..., q_size + kv_size :].view(1, n, self.n_kv, self.head_dim).transpose(1, 2)
-            q, k = apply_rotary_pos_emb(q, k, cos, sin)  # [1, heads, N, hd]
+            q, k = apply_rotary(q, k, cos, sin)  # [1, heads, N, hd]
             keys[index][row_of, :, positions] = k[0].transpose(0, 1)
             values[index][row_of, :, positions] = v[0].transpose(0, 1)
             cached_k = keys[index][:batch]
@@ -737,6 +697,15 @@ def _constrain(logits: Any, sequences: Sequence[_Sequence | None]) -> Any:
 NUCLEUS_CANDIDATES = 256  # top-p is cut from the top-k logits; rows whose nucleus is wider fall back to a full sort
 
 
+def _inverse_cdf(weights: Any, generator: Any) -> int:
+    """The index whose cumulative weight first exceeds a uniform draw over the total (weights >= 0)."""
+    import torch
+
+    cumulative = weights.double().cumsum(dim=0)
+    u = torch.rand((), generator=generator, dtype=torch.float64, device=weights.device) * cumulative[-1]
+    return min(int(torch.searchsorted(cumulative, u, right=True)), weights.shape[0] - 1)
+
+
 def _choose(logits: Any, settings: SamplingSettings, generators: list[Any]) -> list[int]:
     """Greedy argmax, or temperature + nucleus (top-p) sampling with each row's own generator.
 
@@ -752,23 +721,26 @@ def _choose(logits: Any, settings: SamplingSettings, generators: list[Any]) -> l
     scaled = logits / settings.temperature
     if settings.top_p >= 1.0:
         probs = torch.softmax(scaled, dim=-1)
-        return [int(torch.multinomial(probs[row], 1, generator=generator)) for row, generator in enumerate(generators)]
+        return [_inverse_cdf(probs[row], generator) for row, generator in enumerate(generators)]
     k = min(NUCLEUS_CANDIDATES, scaled.shape[-1])
     top_values, top_ids = scaled.topk(k, dim=-1)
     probs = (top_values - torch.logsumexp(scaled, dim=-1, keepdim=True)).exp()
     before = probs.cumsum(dim=-1) - probs
     probs = probs.masked_fill(before > settings.top_p, 0.0)  # keep the smallest set reaching top_p
     wide = (before[:, -1] + probs[:, -1] < settings.top_p).tolist()  # the nucleus reaches past the top k
+    # The draw inverts the kept tokens' cumulative probability in token-id order, from one uniform number
+    # per row: when float rounding differs (another batch mix), a boundary moves by the rounding error
+    # and a tail token entering or leaving the kept set moves the later ones by its own tiny
+    # probability. In probability order two near-equal tokens swap places and the draw lands on the
+    # other one; torch.multinomial draws per position, so the same holds for it.
     chosen = []
     for row, generator in enumerate(generators):
         if wide[row]:
             full, order = torch.softmax(scaled[row], dim=-1).sort(descending=True)
             full = full.masked_fill(full.cumsum(dim=-1) - full > settings.top_p, 0.0)
-            chosen.append(int(order[torch.multinomial(full, 1, generator=generator)]))
+            ids, kept = order, full
         else:
-            chosen.append(int(top_ids[row, torch.multinomial(probs[row], 1, generator=generator)]))
+            ids, kept = top_ids[row], probs[row]
+        ids, by_id = ids.sort()
+        chosen.append(int(ids[_inverse_cdf(kept[by_id], generator)]))
     return chosen
-
-
-def _base_linear(module: Any) -> Any:
-    return getattr(module, "base_layer", module)

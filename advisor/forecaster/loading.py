@@ -12,6 +12,7 @@ concurrent callers (the dashboard) never generate with someone else's adapter.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,9 +22,11 @@ from typing import Any, Literal
 
 from advisor.config import DEFAULT_BASE_MODEL
 from advisor.errors import AdvisorError, ConfigError
+from advisor.forecaster.llama_weights import EngineUnsupportedError, LlamaWeights, checkpoint_config
 from advisor.forecaster.lora_file import AdapterFileError, LoraFile
 from advisor.forecaster.modelstore import ModelNotFoundError, adapter_hash, fingerprint, resolve_model_path
 
+log = logging.getLogger(__name__)
 Quantization = Literal["none", "4bit", "8bit"]
 ADAPTER_META = "advisor-adapter.json"
 
@@ -43,9 +46,14 @@ class ModelSpec:
 
 @dataclass
 class LoadedBase:
-    """A base model in memory (possibly wrapped by peft once an adapter was added)."""
+    """A base model: its tokenizer, and its transformers model built on first use (possibly wrapped by
+    peft once an adapter was added).
 
-    model: Any
+    The engine backend never needs the transformers model: it reads the checkpoint's tensors itself
+    (:meth:`engine_weights`), so a command that only generates with the engine does not pay for
+    importing transformers' model code and building the model (~2.3 s of a 2-core CPU).
+    """
+
     tokenizer: Any
     base_id: str
     path: Path
@@ -53,6 +61,9 @@ class LoadedBase:
     device: Any
     dtype: Any
     quantization: str
+    loader: Any = None  # () -> the transformers model, called once by :attr:`model`
+    loaded_model: Any = None
+    load_error: Exception | None = None
     adapters: dict[str, Path] = field(default_factory=dict)  # attached adapters by content hash
     lora_files: dict[str, LoraFile] = field(default_factory=dict)  # their factors as read from disk (the engine's source)
     peft_loaded: set[str] = field(default_factory=set)  # hashes loaded into the peft wrapper (the transformers path)
@@ -60,8 +71,90 @@ class LoadedBase:
     engines: dict[str, Any] = field(default_factory=dict)  # fast decoding engines by weight mode (backends/fast.py)
 
     @property
+    def model(self) -> Any:
+        """The transformers model (built now if nothing asked for it before; a failure is raised again on later calls)."""
+        with self.lock:
+            if self.loaded_model is None:
+                if self.load_error is not None:
+                    raise self.load_error
+                try:
+                    self.loaded_model = self.loader()
+                except ModelNotFoundError as exc:
+                    self.load_error = exc
+                    raise
+            return self.loaded_model
+
+    @model.setter
+    def model(self, value: Any) -> None:
+        self.loaded_model = value
+
+    def config(self) -> dict[str, Any]:
+        """The checkpoint's config.json (the loaded model's config when there is no such file)."""
+        path = self.path / "config.json"
+        return json.loads(path.read_text()) if path.is_file() else self.model.config.to_dict()
+
+    @property
     def context_length(self) -> int:
-        return int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+        if self.loaded_model is not None:
+            return int(getattr(self.loaded_model.config, "max_position_embeddings", 2048) or 2048)
+        return int(self.config().get("max_position_embeddings") or 2048)
+
+    def engine_weights(self) -> Any:
+        """The tensors the decoding engine runs (:class:`~advisor.forecaster.llama_weights.LlamaWeights`):
+        shared with the transformers model when it is built, else read from the checkpoint files; raises
+        EngineUnsupportedError for a model the engine does not implement."""
+        with self.lock:
+            if self.loaded_model is None and self.quantization == "none":
+                try:
+                    return LlamaWeights.from_checkpoint(self.path, self.dtype, self.device)
+                except EngineUnsupportedError:
+                    pass  # let the model's own loading decide (it may still be a Llama the engine runs)
+                except Exception as exc:  # an unreadable file: the model's loader says what is wrong
+                    log.info("reading %s for the engine failed (%s); building the transformers model", self.path, exc)
+            return LlamaWeights.from_model(self.model)
+
+    def linear_shapes(self) -> dict[str, tuple[int, int]]:
+        """(out, in) of every linear layer by module name: what an adapter's factors must fit."""
+        if self.loaded_model is None:  # built lazily only when the checkpoint's headers read (see load_base)
+            shapes = checkpoint_linear_shapes(self.path)
+            if shapes is not None:
+                return shapes
+        import torch
+
+        model = self.model
+        get_base = getattr(model, "get_base_model", None)  # a peft wrapper: its names carry a prefix
+        named = (get_base() if callable(get_base) else model).named_modules()
+        out = {}
+        for name, module in named:
+            module = getattr(module, "base_layer", module)
+            if isinstance(module, torch.nn.Linear):
+                out[name] = (int(module.weight.shape[0]), int(module.weight.shape[1]))
+        return out
+
+
+def checkpoint_linear_shapes(path: Path) -> dict[str, tuple[int, int]] | None:
+    """(out, in) of every 2-D ``*.weight`` tensor of a safetensors checkpoint, read from the file headers;
+    None when the checkpoint is not in safetensors."""
+    from safetensors import safe_open
+
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (path / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    else:
+        return None
+    shapes = {}
+    for name in files:
+        with safe_open(str(path / name), framework="pt") as handle:
+            for key in handle.keys():
+                shape = handle.get_slice(key).get_shape()
+                if key.endswith(".weight") and len(shape) == 2:
+                    shapes[key.removesuffix(".weight")] = (int(shape[0]), int(shape[1]))
+    embed = shapes.pop("model.embed_tokens", None)
+    if embed is not None:
+        shapes.setdefault("lm_head", embed)  # tied: the head is the embedding matrix
+    return shapes
 
 
 @dataclass(frozen=True)
@@ -133,8 +226,7 @@ def cpu_has_native_bf16() -> bool:
 
 
 def load_base(spec: ModelSpec, model_dir: Path) -> LoadedBase:
-    """Load (or reuse) the base model of ``spec``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Load (or reuse) the base model of ``spec``: its tokenizer now, its weights when first used."""
 
     path = resolve_model_path(spec.base, model_dir)
     device, dtype = resolve_device_dtype(spec.device, spec.dtype)
@@ -142,21 +234,17 @@ def load_base(spec: ModelSpec, model_dir: Path) -> LoadedBase:
     with _BASES_LOCK:
         if key in _BASES:
             return _BASES[key]
-        kwargs: dict[str, Any] = {"dtype": dtype}
-        if spec.quantization != "none":
-            kwargs["quantization_config"] = _bnb_config(spec.quantization, dtype)
-            kwargs["device_map"] = {"": str(device)}
+        loader = lambda: load_transformers_model(path, spec.quantization, device, dtype)  # noqa: E731
+        # Built on first use when the checkpoint's header reads; otherwise now, so an unreadable model is
+        # refused here with the loader's message rather than at first use.
+        eager = spec.quantization != "none" or not _header_reads(path)
+        model = loader() if eager else None
         try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-        except Exception as exc:  # transformers/safetensors raise many types for unreadable weights
-            raise ModelNotFoundError(f"cannot load a causal language model from {path}: {type(exc).__name__}: {exc}") from exc
-        if spec.quantization == "none":
-            model.to(device)
-        model.eval()
+            tokenizer = load_tokenizer(path)
+        except Exception as exc:  # transformers/tokenizers raise many types for unreadable files
+            raise ModelNotFoundError(f"cannot load a tokenizer from {path}: {type(exc).__name__}: {exc}") from exc
         prepare_tokenizer(tokenizer)
         base = LoadedBase(
-            model=model,
             tokenizer=tokenizer,
             base_id=spec.base,
             path=path,
@@ -164,9 +252,60 @@ def load_base(spec: ModelSpec, model_dir: Path) -> LoadedBase:
             device=device,
             dtype=dtype,
             quantization=spec.quantization,
+            loader=loader,
+            loaded_model=model,
         )
         _BASES[key] = base
         return base
+
+
+def _header_reads(path: Path) -> bool:
+    """Whether ``path`` is a checkpoint whose config and weight names the engine's reader knows (a Llama in
+    safetensors with readable headers): only such a base is built lazily and has its shapes read from headers."""
+    try:
+        checkpoint_config(path)
+        return checkpoint_linear_shapes(path) is not None
+    except Exception:  # another architecture, a truncated or foreign file: the model loader decides, now
+        return False
+
+
+FAST_TOKENIZER_CLASSES = frozenset({None, "TokenizersBackend", "PreTrainedTokenizerFast"})
+
+
+def load_tokenizer(path: Path) -> Any:
+    """The checkpoint's tokenizer. A tokenizer file whose declared class is the generic fast tokenizer is read
+    as ``PreTrainedTokenizerFast`` directly (what ``AutoTokenizer`` returns for it, without importing the
+    registry of every model's classes, ~0.4 s); any other class goes through ``AutoTokenizer`` as training does."""
+    config_path = path / "tokenizer_config.json"
+    try:
+        declared = json.loads(config_path.read_text()).get("tokenizer_class") if config_path.is_file() else None
+    except (OSError, json.JSONDecodeError, AttributeError):
+        declared = "unreadable"
+    if (path / "tokenizer.json").is_file() and declared in FAST_TOKENIZER_CLASSES:
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(path)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def load_transformers_model(path: Path, quantization: Quantization, device: Any, dtype: Any) -> Any:
+    """The transformers causal LM at ``path``, in eval mode on ``device``."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if quantization != "none":
+        kwargs["quantization_config"] = _bnb_config(quantization, dtype)
+        kwargs["device_map"] = {"": str(device)}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except Exception as exc:  # transformers/safetensors raise many types for unreadable weights
+        raise ModelNotFoundError(f"cannot load a causal language model from {path}: {type(exc).__name__}: {exc}") from exc
+    if quantization == "none":
+        model.to(device)
+    model.eval()
+    return model
 
 
 def prepare_tokenizer(tokenizer: Any) -> None:
@@ -219,7 +358,7 @@ def attach_adapter(base: LoadedBase, adapter_path: Path) -> ModelHandle:
                 lora = LoraFile.read(adapter_path)
             except AdapterFileError as exc:
                 raise AdapterMismatchError(f"adapter {adapter_path} does not fit base model {base.base_id}: {exc}") from exc
-            misfit = lora.mismatch(base.model)
+            misfit = lora.mismatch(base.linear_shapes())
             if misfit is not None:
                 raise AdapterMismatchError(f"adapter {adapter_path} does not fit base model {base.base_id}: {misfit}")
             base.adapters[digest] = adapter_path

@@ -88,18 +88,14 @@ class LoraFile:
             problem = problem or "the adapter holds no LoRA factors"
         return cls(path, modules, problem, saved)
 
-    def mismatch(self, model: Any) -> str | None:
-        """Why these factors do not fit ``model`` (a transformers model): a missing module or a wrong shape."""
-        import torch
-
-        get_base = getattr(model, "get_base_model", None)  # a peft wrapper: its names carry a prefix
-        named = dict((get_base() if callable(get_base) else model).named_modules())
+    def mismatch(self, linear_shapes: dict[str, tuple[int, int]]) -> str | None:
+        """Why these factors do not fit a base whose linear layers are ``linear_shapes`` ((out, in) by
+        module name, :meth:`~advisor.forecaster.loading.LoadedBase.linear_shapes`): a missing module or a wrong shape."""
         for module, factors in self.modules.items():
-            target = named.get(module)
-            target = getattr(target, "base_layer", target)
-            if not isinstance(target, torch.nn.Linear):
+            shape = linear_shapes.get(module)
+            if shape is None:
                 return f"it puts LoRA on {module}, which the base model has no linear layer for"
-            out_features, in_features = target.weight.shape
+            out_features, in_features = shape
             if factors.a.shape[1] != in_features or factors.b.shape[0] != out_features:
                 return (f"{module} is {out_features}x{in_features} in the base, but the adapter's factors are "
                         f"{tuple(factors.b.shape)} and {tuple(factors.a.shape)}")

@@ -29,9 +29,9 @@ from db.models import ModelVersion
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped" / "sft-default"
 SHIPPED_FILES: dict[str, str] = {
-    "adapter_config.json": "3c548f7359774d77f844c91752fb2ba006c4da6c4c4b3239c1883190492f0225",
-    "adapter_model.safetensors": "a514c37a72818253ecb37d344a0b8c4e8ba5fecce3561451bdb931e2abc6aa15",
-    "advisor-adapter.json": "ad353e04e8c118dd1492afe979cf77d5c68d87d56ed48adc7714320904a88757",
+    "adapter_config.json": "dc65ee1c4c3143937457e9ee08cdbeeae9acf502c9c44041835b7b765d9576d0",
+    "adapter_model.safetensors": "fd37dcd11810414c693658158474ca826d6c2460c752d83b1be777c3a4f30032",
+    "advisor-adapter.json": "5bdcd5d6cb48832abdc22166328dd1dfa6f7f5239cb2ad867cf04dfa4d9b3f6c",
 }
 SHIPPED_NAME = "sft-default (shipped)"
 

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from advisor.config import DEFAULT_BASE_MODEL
 from advisor.errors import AdvisorError
 from advisor.forecaster.backends.fast import engine_for
-from advisor.forecaster.engine import EngineAdapter, EngineUnsupportedError, check_supported
+from advisor.forecaster.engine import EngineAdapter, EngineUnsupportedError
 from advisor.forecaster.loading import LoadedBase, ModelHandle, ModelSpec, load_base
 from advisor.forecaster.lora_file import AdapterFileError, LoraFile
 from advisor.forecaster.modelstore import adapter_hash
@@ -72,7 +72,7 @@ class EngineSentimentClassifier:
         head = lora.saved.get("score.weight")
         if head is None:
             raise AdapterFileError(f"the sentiment adapter {adapter_path} holds no classification head (score.weight)")
-        misfit = lora.mismatch(base.model)
+        misfit = lora.mismatch(base.linear_shapes())
         if misfit is not None:
             raise AdapterFileError(f"the sentiment adapter {adapter_path} does not fit {base.base_id}: {misfit}")
         self.engine = engine_for(base)
@@ -209,7 +209,6 @@ def served_classifier(base_model: str, model_dir: Path, adapter: Path | None = N
     base = load_base(ModelSpec(base=base_model), model_dir)
     check_base(folder, base.path, model_dir)
     try:
-        check_supported(base.model)
         return EngineSentimentClassifier(base, folder, adapter_hash(folder)), folder
     except EngineUnsupportedError as exc:
         log.info("the sentiment classifier runs on transformers: %s", exc)

@@ -23,7 +23,6 @@ from advisor.forecaster.engine import (
     EngineUnsupportedError,
     SamplingSettings,
     adapter_problem,
-    check_supported,
 )
 from advisor.forecaster.generation import Decoding, newline_token_ids, prompt_seed
 from advisor.forecaster.grounding import compile_grounding
@@ -34,7 +33,7 @@ from advisor.forecaster.views import answer_stop_reason
 def engine_support_problem(handle: ModelHandle) -> str | None:
     """Why the engine cannot serve ``handle``'s model, or None."""
     try:
-        check_supported(handle.base.model)
+        engine_for(handle.base)
     except EngineUnsupportedError as exc:
         return str(exc)
     adapter = engine_adapter(handle)
@@ -57,7 +56,7 @@ def engine_for(base: LoadedBase) -> DecoderEngine:
     with base.lock:
         engine = base.engines.get("engine")
         if engine is None:
-            engine = DecoderEngine(base.model)
+            engine = DecoderEngine(base.engine_weights())
             base.engines["engine"] = engine
     return engine
 
