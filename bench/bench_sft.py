@@ -2,9 +2,8 @@
 
 Side by side in one run, each in its own process (so peak RSS is its own), same windows, same seed,
 same steps and batch: TRL's stock ``SFTTrainer`` (logits at every position, transformers' attention);
-the project's trainer without running the batch's common prefix once (answer-only logits, float32
-attention under bf16 autocast); the default (also the system message once per batch; exact gradient);
-and ``detach_prompt`` (each prompt run once without gradient; see advisor/forecaster/training.py). For each: s/step, training tokens/s, peak RSS, the
+the project's default trainer (answer-only logits, float32 attention under bf16 autocast; exact
+gradient); and ``detach_prompt`` (each prompt run once without gradient; see advisor/forecaster/training.py). For each: s/step, training tokens/s, peak RSS, the
 train loss, and the teacher-forced answer loss of the trained adapter on held-out windows of the dev
 period (2015-04-01 .. 2015-09-30) — the number that says whether detaching the prompt costs quality.
 The matrix-multiply rate of this CPU (float32 and, where native, bfloat16) is printed as the ceiling.
@@ -56,9 +55,6 @@ if variant == "stock":  # TRL's own SFTTrainer: full logits, transformers' atten
             super().__init__(*a, **k)
     sft.CompletionLogitsSFTTrainer = Stock
     sft.training_attention = lambda: "sdpa"
-if variant == "unshared":  # answer-only logits and float32 attention, but each row's system message run in full
-    from advisor.forecaster import training
-    training.MIN_SHARED_PREFIX = 10**9
 factory = make_session_factory(make_engine(f"sqlite:///{db}"))
 scorer = load_scorer(find_tfns(Path(bundle)))
 options = SFTOptions(date(2014, 1, 1), date(2015, 3, 31), DEFAULT_BASE_MODEL, max_steps=int(steps), batch_size=int(batch),
@@ -153,9 +149,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--heldout", type=int, default=64)
-    parser.add_argument("--variants", default="stock,unshared,exact,detached",
-                        help="stock: TRL's SFTTrainer; unshared: answer-only logits and float32 attention, each row's prompt in full; "
-                             "exact: the default (the batch's common prefix run once); detached: --detach-prompt")
+    parser.add_argument("--variants", default="stock,exact,detached",
+                        help="stock: TRL's SFTTrainer; exact: the default (answer-only logits, float32 attention); detached: --detach-prompt")
     args = parser.parse_args()
     if not args.db.is_file():
         raise SystemExit(f"no database at {args.db}: run 'advisor init' and 'advisor data import {args.bundle}' first")
@@ -174,7 +169,7 @@ def main() -> None:
         print(f"{args.steps} steps of batch {args.batch}; examples average {prompt_tokens:.0f} prompt + {answer_tokens:.0f} answer tokens; "
               f"held-out answer loss on {args.heldout} dev-period windows (float32, teacher forced)")
         results = {}
-        variants = {"stock": "TRL SFTTrainer", "unshared": "answer logits", "exact": "exact (default)", "detached": "detached prompt"}
+        variants = {"stock": "TRL SFTTrainer", "exact": "exact (default)", "detached": "detached prompt"}
         for variant in args.variants.split(","):
             m = run_child(db, models, args.bundle, args.steps, args.batch, args.heldout, variant)
             results[variant] = m

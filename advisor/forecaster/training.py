@@ -5,9 +5,6 @@
 * the language-model head and the log-softmax run only at the positions whose next token is in the
   loss (the answer), through transformers' ``logits_to_keep``: the 49k-word softmax over every prompt
   position was the largest single cost of a step on CPU; the loss is identical (tested);
-* the tokens every row of a batch starts with (the system message: role, task and answer format,
-  ~130 tokens) run once per batch, their keys and values expanded to every row, instead of once per
-  row; the loss and the gradient are the full pass's (tested), the work is ~13% less at batch 2;
 * with ``detach_prompt`` (an option; off by default), each example's prompt (~350 tokens, three quarters
   of it) runs once without gradient and only the answer (~110 tokens) runs with it, attending to the
   prompt's cached keys and values. The loss value is exactly the same; the gradient leaves out the
@@ -88,61 +85,16 @@ def _sdpa_in_float32(module: Any, query: torch.Tensor, key: torch.Tensor, value:
     return out.to(dtype), weights
 
 
-MIN_SHARED_PREFIX = 16  # tokens; below this running a batch's common prefix once is not worth a second pass
-
-
-def batch_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor, limit: int) -> int:
-    """Tokens at the start that every row of the batch shares (all real tokens), at most ``limit``."""
-    same = (input_ids == input_ids[:1]) & attention_mask.bool()
-    run = torch.cumprod(same.long(), dim=1).sum(dim=1)
-    return min(int(run.min()), limit)
-
-
-def prefix_shared_hidden(lm: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, split: int) -> torch.Tensor:
-    """The backbone's last hidden states at positions ``[split, T)`` of every row, the ``split`` tokens all
-    rows share run once: their cache is expanded to every row (the gradient of each row's use of it
-    sums back into the one prefix pass, so the result and its gradient equal the full pass)."""
-    backbone = getattr(lm, lm.base_model_prefix)
-    rows = input_ids.shape[0]
-    prefix = backbone(input_ids=input_ids[:1, :split], attention_mask=attention_mask[:1, :split], use_cache=True)
-    cache = prefix.cache
-    if cache is None:  # no cache under gradient checkpointing: run every row in full
-        return backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state[:, split:]
-    for layer in cache.layers:
-        layer.keys = layer.keys.expand(rows, -1, -1, -1)
-        layer.values = layer.values.expand(rows, -1, -1, -1)
-    positions = torch.arange(split, input_ids.shape[1], device=input_ids.device).unsqueeze(0).expand(rows, -1)
-    rest = backbone(input_ids=input_ids[:, split:], attention_mask=attention_mask, position_ids=positions, cache=cache, use_cache=True)
-    return rest.last_hidden_state
-
-
-def _has_dropout(model: Any) -> bool:
-    """Whether a dropout layer is active: rows sharing one prefix pass would share its dropout mask."""
-    return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
-
-
 def completion_loss(model: Any, inputs: dict[str, torch.Tensor], num_items_in_batch: Any = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Mean next-token loss over labelled positions, computing logits only where needed.
 
-    The prompts' common start (the system message: role, task and answer format, ~130 tokens) is run
-    once per batch instead of once per row when every row shares it.
-
     Returns (loss, number of correct next-token predictions, number of labelled tokens).
     """
-    labels, input_ids = inputs["labels"], inputs["input_ids"]
-    attention = inputs.get("attention_mask")
+    labels = inputs["labels"]
     targets = labels[:, 1:]
     keep = torch.nonzero((targets != -100).any(dim=0)).flatten()
-    split = 0
-    if input_ids.shape[0] > 1 and keep.numel() and not (model.training and _has_dropout(model)):
-        split = batch_prefix_length(input_ids, attention if attention is not None else torch.ones_like(input_ids), int(keep.min()))
-    if split >= MIN_SHARED_PREFIX:
-        lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-        hidden = prefix_shared_hidden(lm, input_ids, attention if attention is not None else torch.ones_like(input_ids), split)
-        logits = lm.get_output_embeddings()(hidden[:, keep - split]).float()
-    else:
-        outputs = model(input_ids=input_ids, attention_mask=attention, logits_to_keep=keep, use_cache=False)
-        logits = outputs.logits.float()
+    outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"), logits_to_keep=keep, use_cache=False)
+    logits = outputs.logits.float()
     kept_targets = targets[:, keep]
     loss_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), kept_targets.reshape(-1), ignore_index=-100, reduction="sum")
     mask = kept_targets != -100

@@ -35,43 +35,6 @@ def test_completion_loss_equals_the_full_loss(tiny_model_dir: Path) -> None:
     assert count == int((labels[:, 1:] != -100).sum()) and 0 <= int(correct) <= count
 
 
-def test_a_batch_runs_its_common_prefix_once_with_the_same_loss_and_gradient(tiny_model_dir: Path) -> None:
-    """Rows sharing a system message (right-padded, as TRL's collator pads): the prefix runs once, and the
-    loss and every LoRA gradient equal the full pass's."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from advisor.forecaster import training
-
-    torch.manual_seed(0)
-    ids = torch.randint(0, 1000, (3, 48))
-    ids[:, :20] = ids[0, :20]  # the shared start
-    labels = ids.clone()
-    labels[0, :30] = -100
-    labels[1, :25] = -100
-    labels[2, :40] = -100
-    mask = torch.ones_like(ids)
-    mask[1, 44:] = 0
-    labels[1, 44:] = -100
-    results = []
-    for minimum in (10_000, training.MIN_SHARED_PREFIX):  # the plain path, then the shared one
-        torch.manual_seed(1)
-        model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
-                               LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
-        training.MIN_SHARED_PREFIX, saved = minimum, training.MIN_SHARED_PREFIX
-        try:
-            loss, correct, count = completion_loss(model, {"input_ids": ids, "attention_mask": mask, "labels": labels})
-        finally:
-            training.MIN_SHARED_PREFIX = saved
-        loss.backward()
-        results.append((loss, int(correct), count, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}))
-    (plain, c0, n0, g0), (shared, c1, n1, g1) = results
-    assert training.batch_prefix_length(ids, mask, 100) == 20
-    assert (c0, n0) == (c1, n1) and torch.allclose(plain, shared, atol=1e-5)
-    assert g0.keys() == g1.keys() and all(torch.allclose(g0[k], g1[k], atol=1e-5, rtol=1e-4) for k in g0)
-    assert any(g.abs().sum() > 0 for k, g in g1.items() if "layers.0." in k), "the prefix pass is trained too"
-
-
 def test_float32_attention_under_bf16_autocast_matches_the_float32_model_and_trains(tiny_model_dir: Path) -> None:
     """Training's attention (training.py): computed in float32 inside bf16 autocast, padded rows included."""
     from transformers import AutoModelForCausalLM
