@@ -99,7 +99,7 @@ class LlamaWeights:
         config = checkpoint_config(path)
         n_heads = int(config["num_attention_heads"])
         head_dim = int(config.get("head_dim") or int(config["hidden_size"]) // n_heads)
-        tensors = _Checkpoint(path)
+        tensors = Checkpoint(path)
 
         def get(name: str) -> Any:
             return tensors.get(name).to(device=device, dtype=dtype)
@@ -193,7 +193,7 @@ def _rope_theta(config: dict[str, Any]) -> float:
     return float(params.get("rope_theta") or config.get("rope_theta") or 10000.0)
 
 
-class _Checkpoint:
+class Checkpoint:
     """Tensors by name across a checkpoint's safetensors file(s)."""
 
     def __init__(self, path: Path) -> None:
@@ -212,6 +212,19 @@ class _Checkpoint:
 
     def has(self, name: str) -> bool:
         return name in self.where
+
+    def linear_shapes(self) -> dict[str, tuple[int, int]]:
+        """(out, in) of every 2-D ``*.weight`` tensor by module name, from the file headers (no tensor is read);
+        a tied checkpoint's head is its embedding matrix."""
+        shapes = {}
+        for key, file in self.where.items():
+            shape = self.handles[file].get_slice(key).get_shape()
+            if key.endswith(".weight") and len(shape) == 2:
+                shapes[key.removesuffix(".weight")] = (int(shape[0]), int(shape[1]))
+        embed = shapes.pop("model.embed_tokens", None)
+        if embed is not None:
+            shapes.setdefault("lm_head", embed)
+        return shapes
 
     def get(self, name: str) -> Any:
         if name not in self.where:

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from advisor.config import DEFAULT_BASE_MODEL
 from advisor.errors import AdvisorError, ConfigError
-from advisor.forecaster.llama_weights import EngineUnsupportedError, LlamaWeights, checkpoint_config
+from advisor.forecaster.llama_weights import Checkpoint, EngineUnsupportedError, LlamaWeights, checkpoint_config
 from advisor.forecaster.lora_file import AdapterFileError, LoraFile
 from advisor.forecaster.modelstore import ModelNotFoundError, adapter_hash, fingerprint, resolve_model_path
 
@@ -64,6 +64,7 @@ class LoadedBase:
     loader: Any = None  # () -> the transformers model, called once by :attr:`model`
     loaded_model: Any = None
     load_error: Exception | None = None
+    header_shapes: dict[str, tuple[int, int]] | None = None  # linear shapes from the checkpoint headers (lazy bases)
     adapters: dict[str, Path] = field(default_factory=dict)  # attached adapters by content hash
     lora_files: dict[str, LoraFile] = field(default_factory=dict)  # their factors as read from disk (the engine's source)
     peft_loaded: set[str] = field(default_factory=set)  # hashes loaded into the peft wrapper (the transformers path)
@@ -115,10 +116,8 @@ class LoadedBase:
 
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
         """(out, in) of every linear layer by module name: what an adapter's factors must fit."""
-        if self.loaded_model is None:  # built lazily only when the checkpoint's headers read (see load_base)
-            shapes = checkpoint_linear_shapes(self.path)
-            if shapes is not None:
-                return shapes
+        if self.loaded_model is None and self.header_shapes is not None:  # read once by load_base
+            return self.header_shapes
         import torch
 
         model = self.model
@@ -130,31 +129,6 @@ class LoadedBase:
             if isinstance(module, torch.nn.Linear):
                 out[name] = (int(module.weight.shape[0]), int(module.weight.shape[1]))
         return out
-
-
-def checkpoint_linear_shapes(path: Path) -> dict[str, tuple[int, int]] | None:
-    """(out, in) of every 2-D ``*.weight`` tensor of a safetensors checkpoint, read from the file headers;
-    None when the checkpoint is not in safetensors."""
-    from safetensors import safe_open
-
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    elif (path / "model.safetensors").is_file():
-        files = ["model.safetensors"]
-    else:
-        return None
-    shapes = {}
-    for name in files:
-        with safe_open(str(path / name), framework="pt") as handle:
-            for key in handle.keys():
-                shape = handle.get_slice(key).get_shape()
-                if key.endswith(".weight") and len(shape) == 2:
-                    shapes[key.removesuffix(".weight")] = (int(shape[0]), int(shape[1]))
-    embed = shapes.pop("model.embed_tokens", None)
-    if embed is not None:
-        shapes.setdefault("lm_head", embed)  # tied: the head is the embedding matrix
-    return shapes
 
 
 @dataclass(frozen=True)
@@ -235,10 +209,10 @@ def load_base(spec: ModelSpec, model_dir: Path) -> LoadedBase:
         if key in _BASES:
             return _BASES[key]
         loader = lambda: load_transformers_model(path, spec.quantization, device, dtype)  # noqa: E731
-        # Built on first use when the checkpoint's header reads; otherwise now, so an unreadable model is
-        # refused here with the loader's message rather than at first use.
-        eager = spec.quantization != "none" or not _header_reads(path)
-        model = loader() if eager else None
+        # Built on first use when the engine's reader knows the checkpoint (its headers give the shapes an
+        # adapter must fit); otherwise now, so an unreadable model is refused here with the loader's message.
+        shapes = _header_shapes(path) if spec.quantization == "none" else None
+        model = loader() if shapes is None else None
         try:
             tokenizer = load_tokenizer(path)
         except Exception as exc:  # transformers/tokenizers raise many types for unreadable files
@@ -254,19 +228,20 @@ def load_base(spec: ModelSpec, model_dir: Path) -> LoadedBase:
             quantization=spec.quantization,
             loader=loader,
             loaded_model=model,
+            header_shapes=shapes,
         )
         _BASES[key] = base
         return base
 
 
-def _header_reads(path: Path) -> bool:
-    """Whether ``path`` is a checkpoint whose config and weight names the engine's reader knows (a Llama in
-    safetensors with readable headers): only such a base is built lazily and has its shapes read from headers."""
+def _header_shapes(path: Path) -> dict[str, tuple[int, int]] | None:
+    """The linear shapes of a checkpoint whose config and weights the engine's reader knows (a Llama in
+    safetensors with readable headers), else None."""
     try:
         checkpoint_config(path)
-        return checkpoint_linear_shapes(path) is not None
+        return Checkpoint(path).linear_shapes()
     except Exception:  # another architecture, a truncated or foreign file: the model loader decides, now
-        return False
+        return None
 
 
 FAST_TOKENIZER_CLASSES = frozenset({None, "TokenizersBackend", "PreTrainedTokenizerFast"})
